@@ -1,0 +1,89 @@
+"""The manifest store's schema (schema_version 1) as pydantic models.
+
+Unknown fields are errors everywhere (`extra="forbid"`), values are strict (no "1" for 1), and ids
+and versions are checked against the patterns DESIGN.md fixes. Cross-references (a manifest naming
+an unknown module version, say) are checked in `factory.store`, which knows the whole store.
+"""
+
+import re
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from factory.platforms import PLATFORM_NAMES
+
+ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+VERSION_PATTERN = r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z.-]+)?$"
+# Registry repository path and tag, as the distribution spec allows them.
+IMAGE_PATTERN = (
+    r"^[a-zA-Z0-9.-]+(?::[0-9]+)?(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)+$"
+)
+TAG_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$"
+
+Id = Annotated[str, StringConstraints(pattern=ID_PATTERN, strict=True)]
+Version = Annotated[str, StringConstraints(pattern=VERSION_PATTERN, strict=True)]
+RelPath = Annotated[str, StringConstraints(min_length=1, max_length=1024, strict=True)]
+PlatformName = Literal["linux/amd64", "linux/arm64", "linux/amd64+gpu"]
+
+assert set(PlatformName.__args__) == set(PLATFORM_NAMES), "platform table and schema disagree"  # type: ignore[attr-defined]
+
+ID_RE = re.compile(ID_PATTERN)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class Base(_Strict):
+    """A base image in the registry, built per platform, referenced by tag."""
+
+    image: Annotated[str, StringConstraints(pattern=IMAGE_PATTERN, max_length=255)]
+    tag: Annotated[str, StringConstraints(pattern=TAG_PATTERN)]
+    platforms: list[PlatformName] = Field(min_length=1)
+
+
+class Template(_Strict):
+    """A Jinja2 Dockerfile template."""
+
+    version: Version
+    path: RelPath
+
+
+class ModuleVersion(_Strict):
+    """One version of a fragment module: a Dockerfile snippet without FROM."""
+
+    path: RelPath
+
+
+class TestSuite(_Strict):
+    """A POSIX shell script run inside a container of the built image."""
+
+    __test__ = False  # not a pytest class
+    path: RelPath
+    timeout_s: int = Field(default=60, ge=1, le=3600)
+
+
+class Manifest(_Strict):
+    """One image to build on each of its platforms."""
+
+    template: Id
+    base: Id
+    fragments: dict[Id, Version] = Field(min_length=1)
+    platforms: list[PlatformName] = Field(min_length=1)
+    tests: list[Id] = Field(default_factory=list)
+    priority: Literal["normal", "high"] = "normal"
+
+    def build_fields(self) -> dict:
+        """The fields that shape the image (not its tests, not its priority)."""
+        return {"template": self.template, "base": self.base, "fragments": dict(self.fragments)}
+
+
+class ManifestStore(_Strict):
+    """The whole store: bases, templates, modules, test suites and manifests."""
+
+    schema_version: Literal[1]
+    bases: dict[Id, Base] = Field(default_factory=dict)
+    templates: dict[Id, Template] = Field(default_factory=dict)
+    modules: dict[Id, dict[Version, ModuleVersion]] = Field(default_factory=dict)
+    test_suites: dict[Id, TestSuite] = Field(default_factory=dict)
+    manifests: dict[Id, Manifest] = Field(default_factory=dict)
