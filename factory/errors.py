@@ -6,6 +6,7 @@ FactoryError
  +-- RegistryError         the OCI registry answered, but not as expected
  +-- StageError            one stage of one combination failed (render, build, push, test, sbom)
  +-- RecordExistsError     a record for this build_id is already written: records are immutable
+ +-- NoExecutorError       no executor here can run this platform (GPU without an NVIDIA runtime)
 """
 
 from dataclasses import dataclass
@@ -73,3 +74,7 @@ class StageError(FactoryError):
 
 class RecordExistsError(FactoryError):
     """A record is written once; a second write for the same build_id is refused."""
+
+
+class NoExecutorError(FactoryError):
+    """No executor here can run this platform (a GPU combination on a host without an NVIDIA runtime)."""

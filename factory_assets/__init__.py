@@ -1,0 +1,1 @@
+"""The Dagster code location: per-platform asset chains, the matrix, jobs and `defs`."""

@@ -1,0 +1,315 @@
+"""The `factory` command: what is not a Dagster concept (validate, plan, run, services, matrix)."""
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from factory import services as services_module
+from factory.errors import FactoryError
+from factory.settings import Settings
+
+PLATFORM_CHOICE = click.Choice(["linux/amd64", "linux/arm64", "linux/amd64+gpu"])
+
+
+def _settings(manifest_store: str | None) -> Settings:
+    """Settings from the environment; `--manifest-store` wins and is exported for child processes."""
+    if manifest_store:
+        os.environ["FACTORY_MANIFEST_STORE"] = str(Path(manifest_store).resolve())
+    return Settings.from_env()
+
+
+def _fail(exc: Exception) -> "click.ClickException":
+    return click.ClickException(str(exc))
+
+
+store_option = click.option(
+    "--manifest-store", type=click.Path(dir_okay=False), default=None,
+    help="Manifest store JSON (default: $FACTORY_MANIFEST_STORE or control_plane/data/manifest.json).",
+)
+manifest_option = click.option(
+    "--manifest-id", "manifest_ids", multiple=True, help="Only this manifest (repeatable)."
+)
+platform_option = click.option(
+    "--platform", "platforms", multiple=True, type=PLATFORM_CHOICE,
+    help="Only this platform (repeatable).",
+)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Factory: build, test and record a manifest store's images on every platform.
+
+    Start the local services with `factory services up`, then `factory run` builds every
+    combination that lacks a passing record and prints the compatibility matrix. Open the UI with
+    `dagster dev -w workspace.yaml` (DAGSTER_HOME=.factory/dagster).
+    """
+
+
+@main.command()
+@store_option
+def validate(manifest_store: str | None) -> None:
+    """Check the manifest store; list every problem with its file and field path."""
+    from factory.store import load_store
+
+    settings = _settings(manifest_store)
+    try:
+        store = load_store(settings.manifest_store)
+    except FactoryError as exc:
+        raise _fail(exc) from None
+    combos = store.combinations()
+    click.echo(
+        f"{settings.manifest_store}: valid: {len(store.model.manifests)} manifests, "
+        f"{len(combos)} manifest x platform combinations"
+    )
+
+
+def _plan(settings: Settings, *, manifest_ids, platforms, force):
+    from factory.planning import RecordIndex, plan, resolve_base_digests
+    from factory.record_store import LocalRecordStore
+    from factory.store import load_store
+
+    store = load_store(settings.manifest_store)
+    for mid in manifest_ids:
+        store.manifest(mid)  # a clear error for an unknown id
+    combos = store.combinations(manifest_ids=list(manifest_ids), platforms=list(platforms))
+    digests = resolve_base_digests(store, combos)
+    index = RecordIndex.from_records(LocalRecordStore(settings.data_dir).records())
+    host = services_module.docker_host(settings)
+    gpu = services_module.gpu_runtime_available(host)
+    items = plan(store, digests, index, gpu_available=gpu, force=force,
+                 manifest_ids=list(manifest_ids), platforms=list(platforms))
+    return store, index, items
+
+
+@main.command(name="plan")
+@store_option
+@manifest_option
+@platform_option
+@click.option("--force", is_flag=True, help="Plan to re-run (and rebuild) even up-to-date ones.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of plan items.")
+def plan_command(manifest_store, manifest_ids, platforms, force, as_json) -> None:
+    """Show what `factory run` would run, why, and whether it needs a new image."""
+    settings = _settings(manifest_store)
+    try:
+        _, _, items = _plan(settings, manifest_ids=manifest_ids, platforms=platforms, force=force)
+    except (FactoryError, KeyError) as exc:
+        raise _fail(exc) from None
+    if as_json:
+        click.echo(json.dumps([i.as_dict() for i in items], indent=2))
+        return
+    for i in items:
+        what = ("rebuild" if i.rebuild else "re-test") if i.action == "run" else "skip"
+        click.echo(f"{i.action:4}  {what:8}  {i.manifest_id:24} {i.platform:16} "
+                   f"{','.join(i.reasons):32} {i.build_key[:12]}")
+    runs = sum(1 for i in items if i.action == "run")
+    click.echo(f"\n{runs} to run, {len(items) - runs} to skip")
+
+
+@main.command()
+@store_option
+@click.option("--manifest-id", required=True, help="The manifest to render.")
+@click.option("--platform", "platform_name", required=True, type=PLATFORM_CHOICE)
+def render(manifest_store, manifest_id, platform_name) -> None:
+    """Print the Dockerfile a combination renders to (base pinned to its platform digest)."""
+    from factory.keys import build_key, combination_inputs
+    from factory.planning import resolve_base_digests
+    from factory.platforms import platform
+    from factory.render import render_dockerfile
+    from factory.store import load_store
+
+    settings = _settings(manifest_store)
+    try:
+        store = load_store(settings.manifest_store)
+        target = platform(platform_name)
+        manifest = store.manifest(manifest_id)
+        if platform_name not in manifest.platforms:
+            msg = f"manifest {manifest_id!r} does not list {platform_name} ({manifest.platforms})"
+            raise FactoryError(msg)
+        digests = resolve_base_digests(store, [(manifest_id, target)])
+        inputs = combination_inputs(store, manifest_id, target,
+                                    digests[(manifest.base, target.oci_platform)])
+        click.echo(render_dockerfile(store, inputs, build_key(inputs)).text, nl=False)
+    except (FactoryError, KeyError) as exc:
+        raise _fail(exc) from None
+
+
+@main.command()
+@store_option
+@manifest_option
+@platform_option
+@click.option("--force", is_flag=True, help="Re-run and rebuild even combinations that passed.")
+@click.option("--parallel", type=click.IntRange(1, 32), default=2, show_default=True,
+              help="Combinations built at the same time.")
+def run(manifest_store, manifest_ids, platforms, force, parallel) -> None:
+    """The main job: sync partitions, build/test/record what lacks a passing record, print the matrix.
+
+    Runs go through the Dagster instance at DAGSTER_HOME (default .factory/dagster), so they show up
+    in `dagster dev -w workspace.yaml`. Exits 0 when every attempted combination got a record (pass
+    or fail), 1 when one could not be recorded.
+    """
+    import dagster as dg
+
+    from factory.matrix import format_text, matrix_cells
+    from factory.planning import RecordIndex
+    from factory.record_store import LocalRecordStore
+    from factory_assets.instance import prepare_dagster_home, sync_partitions
+    from factory_assets.launcher import materialize_matrix, run_items
+
+    settings = _settings(manifest_store)
+    try:
+        home = prepare_dagster_home(settings)
+        store, _, items = _plan(settings, manifest_ids=manifest_ids, platforms=platforms,
+                                force=force)
+    except (FactoryError, KeyError) as exc:
+        raise _fail(exc) from None
+    with dg.DagsterInstance.get() as instance:
+        changes = sync_partitions(instance, store)
+    added = sum(a for a, _ in changes.values())
+    removed = sum(r for _, r in changes.values())
+    click.echo(f"store {settings.manifest_store}: {len(items)} combinations "
+               f"(partitions +{added} -{removed}); Dagster instance {home}")
+    todo = [i for i in items if i.action == "run"]
+    for i in items:
+        if i.action == "skip":
+            click.echo(f"  skip     {i.manifest_id} {i.platform}: {','.join(i.reasons)}")
+    total = len(todo)
+    done = {"n": 0}
+
+    def on_start(item) -> None:
+        what = "build" if item.rebuild else "re-test"
+        click.echo(f"  queued   {item.manifest_id} {item.platform} ({what}: "
+                   f"{','.join(item.reasons)})")
+
+    records = LocalRecordStore(settings.data_dir)
+
+    def on_done(item, outcome) -> None:
+        done["n"] += 1
+        mine = [r for r in _records_of_run(records, outcome.run_id)]
+        if mine:
+            r = mine[0]
+            detail = (f"build {r.timings_s.get('build', 0):.1f}s "
+                      f"({r.cache.cached}/{r.cache.steps} cached), "
+                      f"test {r.timings_s.get('test', 0):.1f}s")
+            if r.error:
+                detail = f"stage {r.error.stage}: {r.error.message}"
+            click.echo(f"[{done['n']}/{total}] {r.status:5} {item.manifest_id} {item.platform} "
+                       f"in {outcome.seconds:.1f}s: {detail} (run {outcome.run_id[:8]})")
+        else:
+            click.echo(f"[{done['n']}/{total}] NOT RECORDED {item.manifest_id} {item.platform}: "
+                       f"{outcome.message}", err=True)
+
+    outcomes = run_items(todo, parallel=parallel, force_rebuild=force,
+                         on_start=on_start, on_done=on_done) if todo else []
+    if not todo:
+        click.echo("nothing to run: every combination has a passing record for its current keys")
+    if not materialize_matrix():
+        click.echo("warning: the compatibility_matrix asset did not materialize", err=True)
+    _, _, fresh = _plan(settings, manifest_ids=(), platforms=(), force=False)
+    index = RecordIndex.from_records(records.records())
+    click.echo("")
+    click.echo(format_text(matrix_cells(store, index, fresh)))
+    unrecorded = [o for o in outcomes if not _records_of_run(records, o.run_id)]
+    if unrecorded:
+        raise click.ClickException(
+            f"{len(unrecorded)} combination(s) could not be recorded; see the messages above and "
+            "the runs in `dagster dev -w workspace.yaml`"
+        )
+
+
+def _records_of_run(records, run_id):
+    if run_id is None:
+        return []
+    return [r for r in records.records() if r.dagster.run_id == run_id]
+
+
+@main.command()
+@store_option
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
+              show_default=True)
+def matrix(manifest_store, fmt) -> None:
+    """Print the compatibility matrix (manifest x platform) from the newest records."""
+    from factory.matrix import format_text, matrix_cells
+
+    settings = _settings(manifest_store)
+    try:
+        store, index, items = _plan(settings, manifest_ids=(), platforms=(), force=False)
+    except (FactoryError, KeyError) as exc:
+        raise _fail(exc) from None
+    cells = matrix_cells(store, index, items)
+    if fmt == "json":
+        click.echo(json.dumps([c.__dict__ for c in cells], indent=2))
+    else:
+        click.echo(format_text(cells))
+
+
+@main.command()
+@manifest_option
+@platform_option
+@click.option("--json", "as_json", is_flag=True, help="Print the full records as JSON.")
+def records(manifest_ids, platforms, as_json) -> None:
+    """List compatibility records, newest last."""
+    from factory.record_store import LocalRecordStore
+
+    settings = Settings.from_env()
+    found = [
+        r for r in LocalRecordStore(settings.data_dir).records()
+        if (not manifest_ids or r.manifest_id in manifest_ids)
+        and (not platforms or r.platform in platforms)
+    ]
+    found.sort(key=lambda r: (r.finished_at, r.build_id))
+    if as_json:
+        click.echo(json.dumps([r.model_dump(mode="json") for r in found], indent=2))
+        return
+    for r in found:
+        click.echo(f"{r.finished_at}  {r.status:5}  {r.manifest_id:24} {r.platform:16} "
+                   f"{r.build_id}  {r.image.digest if r.image and r.image.digest else '-'}")
+    click.echo(f"{len(found)} records in {settings.data_dir / 'records'}")
+
+
+@main.group()
+def services() -> None:
+    """Start, stop or inspect the local Docker Engine, registry, qemu and base images."""
+
+
+def _print_states(states) -> bool:
+    ok = True
+    for s in states:
+        ok &= s.ok
+        click.echo(f"  {'ok ' if s.ok else 'BAD'}  {s.name:10} {s.detail}")
+    return ok
+
+
+@services.command()
+def up() -> None:
+    """Install (apt) and start what is missing; idempotent."""
+    settings = Settings.from_env()
+    try:
+        states = services_module.up(settings, echo=click.echo)
+    except FactoryError as exc:
+        raise _fail(exc) from None
+    if not _print_states(states):
+        raise click.ClickException("some services are not ready; see above")
+
+
+@services.command()
+def down() -> None:
+    """Stop the engine and registry this project started (by PID); data stays."""
+    settings = Settings.from_env()
+    try:
+        _print_states(services_module.down(settings, echo=click.echo))
+    except FactoryError as exc:
+        raise _fail(exc) from None
+
+
+@services.command()
+def status() -> None:
+    """Report each local service."""
+    if not _print_states(services_module.status(Settings.from_env())):
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,261 @@
+"""The Docker Engine as Factory uses it: BuildKit builds through the CLI, containers through the SDK.
+
+The docker SDK only drives the legacy builder (no inline cache, no BuildKit cache sharing), so
+builds run `DOCKER_BUILDKIT=1 /usr/bin/docker build`; pushes, inspection and test containers use
+the SDK or the same CLI.
+"""
+
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import docker
+import requests
+from docker.errors import APIError, DockerException, ImageNotFound, NotFound
+
+from factory.errors import ServiceError, StageError
+from factory.records import log_tail
+
+# Debian's docker.io client (20.10) drives the engine's embedded BuildKit; a newer client without
+# buildx refuses BuildKit builds, so prefer it by path.
+DOCKER_CLI_CANDIDATES = ("/usr/bin/docker", "docker")
+BUILD_TIMEOUT_S = 3600
+PUSH_TIMEOUT_S = 600
+API_TIMEOUT_S = 120
+TEST_MEMORY = "512m"
+TEST_PIDS = 256
+
+_STEP_RE = re.compile(r"^#(\d+) \[(?:[^\]]*? )?(\d+)/(\d+)\] ")
+_CACHED_RE = re.compile(r"^#(\d+) CACHED\s*$")
+_DIGEST_RE = re.compile(r"digest: (sha256:[0-9a-f]{64})")
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    steps: int
+    cached: int
+    seconds: float
+    log: str
+
+
+@dataclass(frozen=True)
+class ImageFacts:
+    digest: str
+    size_bytes: int
+    layers: int
+
+
+@dataclass(frozen=True)
+class SuiteRun:
+    suite: str
+    passed: bool
+    exit_code: int | None
+    duration_s: float
+    timed_out: bool
+    output: str
+
+
+def docker_cli() -> str:
+    for candidate in DOCKER_CLI_CANDIDATES:
+        found = shutil.which(candidate)
+        if found:
+            return found
+    msg = "no docker client found; run `factory services up` to install Debian's docker.io"
+    raise ServiceError(msg)
+
+
+def count_build_steps(log: str) -> tuple[int, int]:
+    """(steps, cached) from BuildKit's plain progress: Dockerfile steps `[i/n]`, and which hit cache."""
+    step_ids: set[str] = set()
+    total = 0
+    cached_ids: set[str] = set()
+    for line in log.splitlines():
+        if m := _STEP_RE.match(line):
+            step_ids.add(m.group(1))
+            total = max(total, int(m.group(3)))
+        elif m := _CACHED_RE.match(line):
+            cached_ids.add(m.group(1))
+    return total, len(cached_ids & step_ids)
+
+
+class Engine:
+    """One Docker Engine, addressed by its DOCKER_HOST."""
+
+    def __init__(self, docker_host: str):
+        self.docker_host = docker_host
+        self._client: docker.DockerClient | None = None
+
+    @property
+    def client(self) -> docker.DockerClient:
+        if self._client is None:
+            try:
+                self._client = docker.DockerClient(base_url=self.docker_host, timeout=API_TIMEOUT_S)
+                self._client.ping()
+            except (DockerException, requests.RequestException) as exc:
+                msg = (
+                    f"the Docker Engine at {self.docker_host} does not answer ({exc}); "
+                    "run `factory services status`, then `factory services up`"
+                )
+                raise ServiceError(msg) from exc
+        return self._client
+
+    def _cli_env(self) -> dict[str, str]:
+        return {**os.environ, "DOCKER_HOST": self.docker_host, "DOCKER_BUILDKIT": "1"}
+
+    def _cli(self, args: list[str], *, timeout: float, stage: str, what: str) -> str:
+        started = time.monotonic()
+        try:
+            proc = subprocess.run(
+                [docker_cli(), *args],
+                env=self._cli_env(),
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+                errors="replace",
+                timeout=timeout,
+                check=False,
+            )
+        except subprocess.TimeoutExpired as exc:
+            out = (exc.stdout or "") + (exc.stderr or "") if isinstance(exc.stdout, str) else ""
+            msg = f"{what} timed out after {timeout:.0f}s"
+            raise StageError(msg, stage=stage, log_tail=log_tail(out), transient=True) from exc
+        output = proc.stdout + proc.stderr
+        if proc.returncode != 0:
+            transient = any(
+                s in output
+                for s in ("connection refused", "Cannot connect to the Docker daemon", "i/o timeout",
+                          "TLS handshake timeout", "503 Service Unavailable")
+            )
+            msg = f"{what} failed (exit {proc.returncode} after {time.monotonic() - started:.1f}s)"
+            raise StageError(msg, stage=stage, log_tail=log_tail(output), transient=transient)
+        return output
+
+    def build(
+        self, *, dockerfile: str, image_ref: str, cache_ref: str, oci_platform: str
+    ) -> BuildResult:
+        """Build with BuildKit for one platform, importing and exporting the inline cache."""
+        started = time.monotonic()
+        with tempfile.TemporaryDirectory(prefix="factory-build-") as context:
+            path = Path(context) / "Dockerfile"
+            path.write_text(dockerfile)
+            args = [
+                "build", "--progress=plain", "--platform", oci_platform,
+                "--build-arg", "BUILDKIT_INLINE_CACHE=1",
+                "--cache-from", cache_ref,
+                "-t", image_ref, "-t", cache_ref,
+                "-f", str(path), context,
+            ]
+            try:
+                log = self._cli(args, timeout=BUILD_TIMEOUT_S, stage="build",
+                                what=f"docker build of {image_ref} for {oci_platform}")
+            except StageError as exc:
+                raise StageError(str(exc), stage="build", log_tail=exc.log_tail,
+                                 transient=exc.transient) from exc
+        steps, cached = count_build_steps(log)
+        return BuildResult(steps=steps, cached=cached, seconds=time.monotonic() - started, log=log)
+
+    def push(self, ref: str) -> tuple[str, str]:
+        """Push a tag; return (digest, log)."""
+        log = self._cli(["push", ref], timeout=PUSH_TIMEOUT_S, stage="push", what=f"docker push {ref}")
+        found = _DIGEST_RE.findall(log)
+        if not found:
+            msg = f"docker push {ref} printed no digest"
+            raise StageError(msg, stage="push", log_tail=log_tail(log))
+        return found[-1], log
+
+    def image_facts(self, ref: str, digest: str) -> ImageFacts:
+        try:
+            image = self.client.images.get(ref)
+        except ImageNotFound as exc:
+            msg = f"image {ref} is not in the engine at {self.docker_host}"
+            raise StageError(msg, stage="build") from exc
+        return ImageFacts(
+            digest=digest,
+            size_bytes=int(image.attrs.get("Size") or 0),
+            layers=len(image.attrs.get("RootFS", {}).get("Layers") or []),
+        )
+
+    def ensure_local(self, *, image_ref: str, digest: str, oci_platform: str) -> str:
+        """Make `image_ref` (tag) present locally as the image with `digest`, pulling if needed."""
+        repository = image_ref.rsplit(":", 1)[0]
+        pinned = f"{repository}@{digest}"
+        try:
+            image = self.client.images.get(image_ref)
+            if pinned in (image.attrs.get("RepoDigests") or []):
+                return f"image {image_ref} already in the engine\n"
+        except ImageNotFound:
+            pass
+        try:
+            image = self.client.images.pull(pinned, platform=oci_platform)
+            image.tag(repository, image_ref.rsplit(":", 1)[1])
+        except (APIError, requests.RequestException) as exc:
+            msg = f"pulling {pinned} for {oci_platform} failed: {exc}"
+            raise StageError(msg, stage="build", transient=True) from exc
+        return f"pulled {pinned} for {oci_platform}\n"
+
+    def run_suite(
+        self,
+        *,
+        image_ref: str,
+        oci_platform: str,
+        suite: str,
+        script_path: Path,
+        timeout_s: int,
+        environment: dict[str, str],
+    ) -> SuiteRun:
+        """Run one test suite in a fresh container: no network, memory/pids limits, a timeout."""
+        target = f"/factory/tests/{suite}.sh"
+        started = time.monotonic()
+        container = None
+        timed_out = False
+        exit_code: int | None = None
+        try:
+            container = self.client.containers.create(
+                image_ref,
+                command=["/bin/sh", target],
+                environment=environment,
+                network_mode="none",
+                mem_limit=TEST_MEMORY,
+                pids_limit=TEST_PIDS,
+                cap_drop=["ALL"],
+                security_opt=["no-new-privileges"],
+                volumes={str(script_path.resolve()): {"bind": target, "mode": "ro"}},
+                platform=oci_platform,
+                labels={"io.factory.role": "test", "io.factory.suite": suite},
+            )
+            container.start()
+            try:
+                result = container.wait(timeout=timeout_s)
+                exit_code = int(result.get("StatusCode", -1))
+            except (requests.exceptions.ConnectionError, requests.exceptions.ReadTimeout):
+                timed_out = True
+                try:
+                    container.kill()
+                except (APIError, NotFound):
+                    pass
+            output = container.logs(stdout=True, stderr=True).decode("utf-8", errors="replace")
+        except (APIError, DockerException, requests.RequestException) as exc:
+            msg = f"running test suite {suite!r} in {image_ref} ({oci_platform}) failed: {exc}"
+            raise StageError(msg, stage="test", transient=True) from exc
+        finally:
+            if container is not None:
+                try:
+                    container.remove(force=True)
+                except (APIError, NotFound):
+                    pass
+        duration = time.monotonic() - started
+        if timed_out:
+            output += f"\n[factory] suite {suite!r} timed out after {timeout_s}s and was killed\n"
+        return SuiteRun(
+            suite=suite,
+            passed=(exit_code == 0 and not timed_out),
+            exit_code=exit_code,
+            duration_s=duration,
+            timed_out=timed_out,
+            output=output,
+        )

@@ -1,0 +1,338 @@
+"""One combination's build, stage by stage: render, build (or reuse), test, SBOM, record.
+
+The Dagster assets call these functions one per step and pass the `BuildState` between steps; the
+functions themselves know nothing of Dagster, so the same code runs from tests and tools. A stage
+that fails calls `record_failure`, which writes the evidence, the error file and an immutable record
+with status `fail` (a test failed) or `error` (anything else) before the step fails.
+"""
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from factory import sbom as sbom_module
+from factory.engine import Engine
+from factory.errors import NoExecutorError, RecordExistsError, StageError
+from factory.keys import build_key, cache_ref, combination_inputs, image_ref, record_key
+from factory.platforms import Platform
+from factory.platforms import platform as lookup_platform
+from factory.record_store import RecordStore
+from factory.records import (
+    CacheInfo,
+    CompatibilityRecord,
+    DagsterRef,
+    ErrorInfo,
+    EvidenceRef,
+    ImageInfo,
+    SuiteResult,
+    log_tail,
+    new_build_id,
+    utc_now,
+)
+from factory.registry import RegistryClient, split_image
+from factory.render import render_dockerfile
+from factory.store import LoadedStore
+
+
+class StateError(Exception):
+    """A stage failed after the state existed: carries both so the caller can record it."""
+
+    def __init__(self, state: "BuildState", error: StageError):
+        super().__init__(str(error))
+        self.state = state
+        self.error = error
+
+
+@dataclass
+class BuildState:
+    """Everything one build attempt has learned so far; picklable, passed from step to step."""
+
+    build_id: str
+    manifest_id: str
+    platform: str
+    pool: str
+    build_key: str
+    record_key: str
+    inputs: dict
+    image_ref: str
+    cache_ref: str
+    dockerfile: str
+    started_at: str
+    run_id: str | None = None
+    suites: dict[str, str] = field(default_factory=dict)  # suite name -> script text
+    suite_timeouts: dict[str, int] = field(default_factory=dict)
+    logs: list[tuple[str, str]] = field(default_factory=list)
+    timings_s: dict[str, float] = field(default_factory=dict)
+    image: dict | None = None
+    cache: dict = field(default_factory=lambda: {"steps": 0, "cached": 0})
+    tests: list[dict] = field(default_factory=list)
+    evidence: dict = field(default_factory=dict)
+
+    @property
+    def platform_info(self) -> Platform:
+        return lookup_platform(self.platform)
+
+    def label(self) -> str:
+        return f"{self.manifest_id} on {self.platform}"
+
+    def log(self, stage: str, text: str) -> None:
+        self.logs.append((stage, text))
+
+
+@dataclass(frozen=True)
+class Services:
+    """The real parts a build talks to."""
+
+    engine: Engine
+    records: RecordStore
+    work_dir: Path  # where test scripts are staged for bind mounts into test containers
+    registry: str  # where images and cache refs are pushed, e.g. 127.0.0.1:5000
+    gpu_available: bool = False
+
+
+def base_digest(store: LoadedStore, manifest_id: str, platform: Platform) -> str:
+    """The base image's digest for this platform (not its multi-arch index digest)."""
+    base = store.model.bases[store.manifest(manifest_id).base]
+    address, repository = split_image(base.image)
+    return RegistryClient(address).platform_digest(repository, base.tag, platform.oci_platform)
+
+
+def prepare(
+    store: LoadedStore,
+    manifest_id: str,
+    platform: Platform,
+    *,
+    services: Services,
+    run_id: str | None = None,
+    base_digests: dict[tuple[str, str], str] | None = None,
+) -> BuildState:
+    """Resolve the base, compute the keys and render the Dockerfile (stage `render`)."""
+    if platform.gpu and not services.gpu_available:
+        msg = (
+            f"{manifest_id} on {platform.name} needs a GPU executor: the Docker Engine at "
+            f"{services.engine.docker_host} has no NVIDIA runtime. Run it on the `gpu` pool "
+            "(see docs/deploy.md) or on a host with nvidia-container-runtime."
+        )
+        raise NoExecutorError(msg)
+    started = time.monotonic()
+    manifest = store.manifest(manifest_id)
+    key = (manifest.base, platform.oci_platform)
+    digest = (base_digests or {}).get(key) or base_digest(store, manifest_id, platform)
+    inputs = combination_inputs(store, manifest_id, platform, digest)
+    bkey = build_key(inputs)
+    state = BuildState(
+        build_id=new_build_id(),
+        manifest_id=manifest_id,
+        platform=platform.name,
+        pool=platform.pool,
+        build_key=bkey,
+        record_key=record_key(inputs, bkey),
+        inputs=inputs.as_record(),
+        image_ref=image_ref(services.registry, manifest_id, platform, bkey),
+        cache_ref=cache_ref(services.registry, manifest_id, platform),
+        dockerfile="",
+        started_at=utc_now(),
+        run_id=run_id,
+        suites={s: store.suite_file(s).text for s in manifest.tests},
+        suite_timeouts={s: store.model.test_suites[s].timeout_s for s in manifest.tests},
+    )
+    try:
+        rendered = render_dockerfile(store, inputs, bkey)
+    except StageError as exc:
+        state.timings_s["render"] = time.monotonic() - started
+        raise StateError(state, exc) from exc
+    state.dockerfile = rendered.text
+    state.timings_s["render"] = round(time.monotonic() - started, 3)
+    state.log("render", rendered.text)
+    return state
+
+
+
+
+def build_image(state: BuildState, services: Services, *, force_rebuild: bool = False) -> BuildState:
+    """Build and push the image, or reuse the one the registry already has for this build key."""
+    state = dataclasses.replace(state, logs=list(state.logs), timings_s=dict(state.timings_s))
+    platform = state.platform_info
+    address, rest = split_image(state.image_ref.rsplit(":", 1)[0])
+    tag = state.image_ref.rsplit(":", 1)[1]
+    started = time.monotonic()
+    try:
+        existing = None if force_rebuild else RegistryClient(address).head_digest(rest, tag)
+        if existing:
+            note = services.engine.ensure_local(
+                image_ref=state.image_ref, digest=existing, oci_platform=platform.oci_platform
+            )
+            state.log("build", f"reused {state.image_ref}@{existing}: same build key\n{note}")
+            digest, rebuilt = existing, False
+            state.cache = {"steps": 0, "cached": 0}
+        else:
+            result = services.engine.build(
+                dockerfile=state.dockerfile,
+                image_ref=state.image_ref,
+                cache_ref=state.cache_ref,
+                oci_platform=platform.oci_platform,
+            )
+            state.log("build", result.log)
+            digest, push_log = services.engine.push(state.image_ref)
+            _, cache_log = services.engine.push(state.cache_ref)
+            state.log("push", push_log + cache_log)
+            state.cache = {"steps": result.steps, "cached": result.cached}
+            rebuilt = True
+        facts = services.engine.image_facts(state.image_ref, digest)
+    except StageError as exc:
+        state.timings_s["build"] = round(time.monotonic() - started, 3)
+        if exc.log_tail:
+            state.log(exc.stage, exc.log_tail)
+        raise StateError(state, exc) from exc
+    state.timings_s["build"] = round(time.monotonic() - started, 3)
+    state.image = {
+        "ref": state.image_ref,
+        "digest": digest,
+        "size_bytes": facts.size_bytes,
+        "layers": facts.layers,
+        "rebuilt": rebuilt,
+    }
+    return state
+
+
+def run_tests(state: BuildState, services: Services) -> BuildState:
+    """Run every suite; a failing or timed-out suite makes the combination `fail`."""
+    state = dataclasses.replace(state, logs=list(state.logs), timings_s=dict(state.timings_s))
+    staged = services.work_dir / state.build_id / "tests"
+    staged.mkdir(parents=True, exist_ok=True)
+    platform = state.platform_info
+    started = time.monotonic()
+    results = []
+    try:
+        for suite, text in state.suites.items():
+            script = staged / f"{suite}.sh"
+            script.write_text(text)
+            script.chmod(0o444)
+            run = services.engine.run_suite(
+                image_ref=state.image_ref,
+                oci_platform=platform.oci_platform,
+                suite=suite,
+                script_path=script,
+                timeout_s=state.suite_timeouts[suite],
+                environment={"FACTORY_MANIFEST_ID": state.manifest_id,
+                             "FACTORY_PLATFORM": state.platform},
+            )
+            results.append(run)
+            verdict = "timed out" if run.timed_out else f"exit {run.exit_code}"
+            state.log(f"test {suite}", f"[{verdict}, {run.duration_s:.2f}s]\n{run.output}")
+    except StageError as exc:
+        state.timings_s["test"] = round(time.monotonic() - started, 3)
+        raise StateError(state, exc) from exc
+    state.timings_s["test"] = round(time.monotonic() - started, 3)
+    state.tests = [
+        {"suite": r.suite, "status": "pass" if r.passed else "fail", "exit_code": r.exit_code,
+         "duration_s": round(r.duration_s, 3), "timed_out": r.timed_out}
+        for r in results
+    ]
+    failed = [r for r in results if not r.passed]
+    if failed:
+        names = ", ".join(
+            f"{r.suite} ({'timed out' if r.timed_out else f'exit {r.exit_code}'})" for r in failed
+        )
+        tail = "\n".join(log_tail(r.output, 20) for r in failed)
+        error = StageError(
+            f"test suite(s) failed for {state.label()}: {names}", stage="test", status="fail",
+            log_tail=tail,
+        )
+        raise StateError(state, error)
+    return state
+
+
+def make_sbom(state: BuildState, services: Services) -> BuildState:
+    """Write the CycloneDX SBOM of what the image holds, with the image digest as its subject."""
+    state = dataclasses.replace(state, logs=list(state.logs), timings_s=dict(state.timings_s),
+                                evidence=dict(state.evidence))
+    assert state.image is not None
+    try:
+        bom, seconds = sbom_module.image_sbom(
+            services.engine.client,
+            state.image_ref,
+            image_digest=state.image["digest"],
+            platform=state.platform,
+            manifest_id=state.manifest_id,
+            build_id=state.build_id,
+        )
+        uri, sha = services.records.put_json("sbom", state.build_id, bom)
+    except StageError as exc:
+        raise StateError(state, exc) from exc
+    state.timings_s["sbom"] = round(seconds, 3)
+    components = bom.get("components") or []
+    state.evidence["sbom"] = {"uri": uri, "sha256": sha}
+    state.log("sbom", f"{len(components)} components: "
+              + ", ".join(f"{c.get('name')}@{c.get('version')}" for c in components) + "\n")
+    return state
+
+
+def _evidence_text(state: BuildState) -> str:
+    header = (
+        f"factory build {state.build_id}\nmanifest {state.manifest_id}\nplatform {state.platform}\n"
+        f"build_key {state.build_key}\nrecord_key {state.record_key}\nimage {state.image_ref}\n"
+    )
+    sections = [f"===== {stage} =====\n{text.rstrip()}\n" for stage, text in state.logs]
+    return header + "\n" + "\n".join(sections)
+
+
+def _write_record(
+    state: BuildState, services: Services, *, status: str, error: StageError | None,
+    partition: str | None,
+) -> tuple[CompatibilityRecord, str]:
+    if services.records.get("record", state.build_id) is not None:
+        msg = (
+            f"build {state.build_id} ({state.label()}) is already recorded; records are written "
+            "once. Materialize the whole chain to start a new build."
+        )
+        raise RecordExistsError(msg)
+    log_uri, log_sha = services.records.put("evidence", state.build_id,
+                                            _evidence_text(state).encode())
+    evidence: dict = {"log": {"uri": log_uri, "sha256": log_sha}, "sbom": state.evidence.get("sbom"),
+                      "provenance": None}
+    error_info = None
+    if error is not None:
+        error_info = ErrorInfo(stage=error.stage, message=str(error), log_tail=error.log_tail)
+    record = CompatibilityRecord(
+        build_id=state.build_id,
+        manifest_id=state.manifest_id,
+        platform=state.platform,
+        pool=state.pool,
+        status=status,  # type: ignore[arg-type]
+        build_key=state.build_key,
+        record_key=state.record_key,
+        inputs=state.inputs,
+        image=ImageInfo(**state.image) if state.image else ImageInfo(ref=state.image_ref),
+        tests=[SuiteResult(**t) for t in state.tests],
+        cache=CacheInfo(**state.cache),
+        timings_s=state.timings_s,
+        evidence={k: (EvidenceRef(**v) if v else None) for k, v in evidence.items()},
+        error=error_info,
+        started_at=state.started_at,
+        finished_at=utc_now(),
+        dagster=DagsterRef(run_id=state.run_id, partition=partition),
+    )
+    if error_info is not None:
+        services.records.put_json("error", state.build_id, {
+            "build_id": state.build_id, "manifest_id": state.manifest_id,
+            "platform": state.platform, "status": status, **error_info.model_dump(),
+            "evidence": log_uri, "finished_at": record.finished_at,
+        })
+    uri = services.records.write_record(record)
+    return record, uri
+
+
+def record_success(state: BuildState, services: Services, *, partition: str | None = None
+                   ) -> tuple[CompatibilityRecord, str]:
+    """Write the evidence log and a `pass` record."""
+    return _write_record(state, services, status="pass", error=None, partition=partition)
+
+
+def record_failure(state: BuildState, error: StageError, services: Services, *,
+                   partition: str | None = None) -> tuple[CompatibilityRecord, str]:
+    """Write the evidence log, `errors/error-<build_id>.json` and a `fail`/`error` record."""
+    return _write_record(state, services, status=error.status, error=error, partition=partition)
+
+

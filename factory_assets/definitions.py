@@ -1,0 +1,23 @@
+"""The code location: every platform's chain, the matrix, jobs and resources, wired from the env."""
+
+import dagster as dg
+
+from factory.platforms import PLATFORMS
+from factory.settings import Settings
+from factory_assets.jobs import BUILD_JOBS, MATRIX_JOB
+from factory_assets.matrix import compatibility_matrix
+from factory_assets.platform_chain import build_platform_chain
+from resources import DockerBuilder, ManifestStore, RecordStore, Registry
+
+_settings = Settings.from_env()
+
+defs = dg.Definitions(
+    assets=[*[a for p in PLATFORMS for a in build_platform_chain(p)], compatibility_matrix],
+    jobs=[*BUILD_JOBS, MATRIX_JOB],
+    resources={
+        "manifest_store": ManifestStore(path=str(_settings.manifest_store)),
+        "docker_builder": DockerBuilder(docker_host=""),
+        "registry": Registry(address=_settings.registry),
+        "record_store": RecordStore(data_dir=str(_settings.data_dir)),
+    },
+)

@@ -1,0 +1,28 @@
+"""Jobs: one per platform chain (a run cannot span two partitions definitions) and the matrix."""
+
+import dagster as dg
+
+from factory.platforms import PLATFORMS
+from factory_assets.partitions import PARTITIONS
+
+
+def build_job_name(slug: str) -> str:
+    return f"build_{slug}"
+
+
+BUILD_JOBS = [
+    dg.define_asset_job(
+        name=build_job_name(p.slug),
+        selection=dg.AssetSelection.groups(p.slug),
+        partitions_def=PARTITIONS[p.slug],
+        description=f"Render, build, test, SBOM and record one manifest on {p.name}.",
+        tags={"factory/platform": p.name, "factory/pool": p.pool},
+    )
+    for p in PLATFORMS
+]
+
+MATRIX_JOB = dg.define_asset_job(
+    name="compatibility_matrix_job",
+    selection=dg.AssetSelection.assets("compatibility_matrix"),
+    description="Rebuild the compatibility matrix from the records.",
+)
