@@ -1,0 +1,49 @@
+"""The code location loads, with the asset chains, partitions, pools and tags DESIGN.md fixes."""
+
+import json
+
+import dagster as dg
+
+from factory.platforms import PLATFORMS
+from factory_assets.definitions import defs
+
+CHAIN = ("dockerfile", "image", "test_report", "sbom", "compatibility_record")
+
+
+def test_every_platform_has_its_chain_partitioned_and_pooled():
+    graph = defs.resolve_asset_graph()
+    for platform in PLATFORMS:
+        for name in CHAIN:
+            key = dg.AssetKey([platform.slug, name])
+            node = graph.get(key)
+            assert node.partitions_def == dg.DynamicPartitionsDefinition(
+                name=f"manifests_{platform.slug}"
+            ), key
+            assert node.pools == {platform.pool}, key
+            spec = defs.resolve_assets_def(key).get_op_def_for_asset_key(key)
+            config = json.loads(spec.tags["dagster-k8s/config"])
+            assert config["pod_spec_config"]["node_selector"]["kubernetes.io/arch"] in (
+                "amd64", "arm64")
+        parents = graph.get(dg.AssetKey([platform.slug, "image"])).parent_keys
+        assert parents == {dg.AssetKey([platform.slug, "dockerfile"])}
+
+
+def test_gpu_steps_ask_for_a_gpu_and_tolerate_its_taint():
+    key = dg.AssetKey(["linux_amd64_gpu", "image"])
+    tags = defs.resolve_assets_def(key).get_op_def_for_asset_key(key).tags
+    config = json.loads(tags["dagster-k8s/config"])
+    assert config["container_config"]["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert config["pod_spec_config"]["tolerations"][0]["key"] == "nvidia.com/gpu"
+
+
+def test_matrix_depends_on_every_platforms_records():
+    graph = defs.resolve_asset_graph()
+    parents = graph.get(dg.AssetKey("compatibility_matrix")).parent_keys
+    assert parents == {dg.AssetKey([p.slug, "compatibility_record"]) for p in PLATFORMS}
+
+
+def test_one_build_job_per_platform():
+    for platform in PLATFORMS:
+        job = defs.resolve_job_def(f"build_{platform.slug}")
+        assert job.partitions_def.name == f"manifests_{platform.slug}"
+    assert defs.resolve_job_def("compatibility_matrix_job")
