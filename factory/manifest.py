@@ -1,33 +1,54 @@
 """The manifest store's schema (schema_version 1) as pydantic models.
 
-Unknown fields are errors everywhere (`extra="forbid"`), values are strict (no "1" for 1), and ids
-and versions are checked against the patterns DESIGN.md fixes. Cross-references (a manifest naming
-an unknown module version, say) are checked in `factory.store`, which knows the whole store.
+Unknown fields are errors everywhere (`extra="forbid"`), values are strict (no "1" for 1, no true
+for 1), and ids and versions are checked against the patterns DESIGN.md fixes. Cross-references (a
+manifest naming an unknown module version, say) and the files the store names are checked in
+`factory.store`, which knows the whole store.
+
+The patterns are written for pydantic's Rust regex engine, where `$` only matches at the very end
+(no trailing newline slips through). Use `ID_RE` / `VERSION_RE` (anchored with `\\Z`) from Python.
 """
 
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic_core import PydanticCustomError
 
 from factory.platforms import PLATFORM_NAMES
 
+SCHEMA_VERSION = 1
+
 ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
-VERSION_PATTERN = r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z.-]+)?$"
-# Registry repository path and tag, as the distribution spec allows them.
-IMAGE_PATTERN = (
-    r"^[a-zA-Z0-9.-]+(?::[0-9]+)?(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)+$"
+# Semver-like: MAJOR.MINOR.PATCH with optional -prerelease and +build. ASCII digits only ([0-9],
+# not \d, which is Unicode-aware in the Rust engine).
+VERSION_PATTERN = (
+    r"^(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)"
+    r"(?:-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z.-]+)?$"
 )
+VERSION_MAX_LENGTH = 64
+# Registry repository path and tag, as the distribution spec allows them.
+IMAGE_PATTERN = r"^[a-zA-Z0-9.-]+(?::[0-9]+)?(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)+$"
 TAG_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$"
+# A relative path: no control characters (NUL, newline, ...). `factory.store` checks that it is
+# relative, uses '/', and stays inside the store's folder.
+PATH_PATTERN = r"^[^\x00-\x1f\x7f]+$"
 
 Id = Annotated[str, StringConstraints(pattern=ID_PATTERN, strict=True)]
-Version = Annotated[str, StringConstraints(pattern=VERSION_PATTERN, strict=True)]
-RelPath = Annotated[str, StringConstraints(min_length=1, max_length=1024, strict=True)]
+Version = Annotated[
+    str, StringConstraints(pattern=VERSION_PATTERN, max_length=VERSION_MAX_LENGTH, strict=True)
+]
+RelPath = Annotated[
+    str, StringConstraints(pattern=PATH_PATTERN, min_length=1, max_length=1024, strict=True)
+]
 PlatformName = Literal["linux/amd64", "linux/arm64", "linux/amd64+gpu"]
 
-assert set(PlatformName.__args__) == set(PLATFORM_NAMES), "platform table and schema disagree"  # type: ignore[attr-defined]
+if set(get_args(PlatformName)) != set(PLATFORM_NAMES):  # pragma: no cover - a coding error
+    msg = "the platform table and the manifest schema disagree"
+    raise RuntimeError(msg)
 
-ID_RE = re.compile(ID_PATTERN)
+ID_RE = re.compile(r"\A[a-z0-9][a-z0-9_-]{0,62}\Z")
+VERSION_RE = re.compile(rf"\A(?=.{{1,{VERSION_MAX_LENGTH}}}\Z)" + VERSION_PATTERN[1:-1] + r"\Z")
 
 
 class _Strict(BaseModel):
@@ -81,9 +102,21 @@ class Manifest(_Strict):
 class ManifestStore(_Strict):
     """The whole store: bases, templates, modules, test suites and manifests."""
 
-    schema_version: Literal[1]
+    # An int, not Literal[1]: a Literal accepts true and 1.0 as 1, even in strict mode.
+    schema_version: int
     bases: dict[Id, Base] = Field(default_factory=dict)
     templates: dict[Id, Template] = Field(default_factory=dict)
     modules: dict[Id, dict[Version, ModuleVersion]] = Field(default_factory=dict)
     test_suites: dict[Id, TestSuite] = Field(default_factory=dict)
     manifests: dict[Id, Manifest] = Field(default_factory=dict)
+
+    @field_validator("schema_version")
+    @classmethod
+    def _known_schema_version(cls, value: int) -> int:
+        if value != SCHEMA_VERSION:
+            kind = "schema_version"
+            template = (
+                "unsupported schema_version {got}; this Factory reads schema_version {expected}"
+            )
+            raise PydanticCustomError(kind, template, {"got": value, "expected": SCHEMA_VERSION})
+        return value

@@ -2,24 +2,76 @@
 
 `load_store` either returns a `LoadedStore` (the models, each named file's text and sha256) or
 raises `StoreError` listing every problem with its file and field path. Nothing here writes.
+
+Whatever the input (malformed JSON, wrong types, a path through a symlink, a 10^5-deep array), the
+only exception `load_store` raises is `StoreError`. Problems are collected, not stopped at: schema
+problems, unknown references and unreadable files of one store are reported together.
 """
 
+import errno
 import hashlib
 import json
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+import re
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any, NoReturn
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from factory.errors import Problem, StoreError
-from factory.manifest import Manifest, ManifestStore
-from factory.platforms import BY_NAME, Platform
+from factory.manifest import (
+    ID_PATTERN,
+    ID_RE,
+    IMAGE_PATTERN,
+    PATH_PATTERN,
+    TAG_PATTERN,
+    VERSION_PATTERN,
+    VERSION_RE,
+    Base,
+    Manifest,
+    ManifestStore,
+    ModuleVersion,
+    Template,
+    TestSuite,
+)
+from factory.platforms import BY_NAME, BY_SLUG, Platform
 
 # A store of 10,000 manifests is about 3 MB; anything far past that is a mistake or an attack.
 MAX_STORE_BYTES = 8 * 1024 * 1024
 # Templates, fragments and test suites are short text files.
 MAX_FILE_BYTES = 1024 * 1024
+# JSON integers longer than this are refused before Python converts them (no value in the store
+# needs more than a handful of digits).
+_MAX_INT_DIGITS = 64
+
+_ID_RULE = (
+    "lowercase letters, digits, '_' and '-', 1 to 63 characters, starting with a letter or digit"
+)
+_VERSION_RULE = "semver-like MAJOR.MINOR.PATCH with optional -prerelease/+build, e.g. 1.2.3"
+_PATTERN_RULES = {
+    ID_PATTERN: f"is not a valid id ({_ID_RULE})",
+    VERSION_PATTERN: f"is not a valid version ({_VERSION_RULE})",
+    IMAGE_PATTERN: "is not a valid image repository (host[:port]/path with a lowercase path)",
+    TAG_PATTERN: "is not a valid tag (letters, digits, '_', '.', '-'; at most 128)",
+    PATH_PATTERN: "is not a valid path (it contains a control character)",
+}
+_TYPE_NAMES = {
+    "int_type": "an integer",
+    "string_type": "a string",
+    "dict_type": "an object",
+    "model_type": "an object",
+    "model_attributes_type": "an object",
+    "list_type": "an array",
+    "bool_type": "true or false",
+}
+# The model whose fields an object at a given location may have (for "unknown field" messages).
+_SECTION_MODELS: dict[str, type[BaseModel]] = {
+    "bases": Base,
+    "templates": Template,
+    "test_suites": TestSuite,
+    "manifests": Manifest,
+}
 
 
 @dataclass(frozen=True)
@@ -64,13 +116,22 @@ class LoadedStore:
     def combinations(
         self, *, manifest_ids: list[str] | None = None, platforms: list[str] | None = None
     ) -> list[tuple[str, Platform]]:
-        """Every (manifest id, platform) the store lists, in a stable order."""
+        """Every (manifest id, platform) the store lists, in a stable order.
+
+        `manifest_ids` and `platforms` (names like `linux/arm64` or slugs like `linux_arm64`)
+        filter; None or empty means no filter. Ids or platforms the store does not list select
+        nothing.
+        """
+        wanted_ids = set(manifest_ids) if manifest_ids else None
+        wanted_platforms = None
+        if platforms:
+            wanted_platforms = {BY_SLUG[p].name if p in BY_SLUG else p for p in platforms}
         out = []
         for manifest_id in sorted(self.model.manifests):
-            if manifest_ids and manifest_id not in manifest_ids:
+            if wanted_ids is not None and manifest_id not in wanted_ids:
                 continue
             for name in self.model.manifests[manifest_id].platforms:
-                if platforms and name not in platforms:
+                if wanted_platforms is not None and name not in wanted_platforms:
                     continue
                 out.append((manifest_id, BY_NAME[name]))
         return out
@@ -82,30 +143,202 @@ class LoadedStore:
         )
 
 
-class _DuplicateKeys(ValueError):
+# --- locations and values in messages ---------------------------------------------------------
+
+_PLAIN_SEGMENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]*")
+
+
+def location(*parts: str | int) -> str:
+    """A field path: `manifests.llm_factory.fragments.core`, `manifests.x.platforms[1]`.
+
+    Keys that are not plain words (`a/b`, `../x`, `a b`, a newline, ...) are shown quoted and
+    escaped, `manifests["a/b"]`, so a location is always one printable line.
+    """
+    out = ""
+    for part in parts:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif _PLAIN_SEGMENT.fullmatch(part):
+            out += f".{part}" if out else part
+        else:
+            out += f"[{json.dumps(part)}]"
+    return out
+
+
+def _describe(value: Any) -> str:
+    """A short, safe description of a JSON value (never the repr of a big or deep container)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return f"the number {value!r}"
+    if isinstance(value, str):
+        shown = json.dumps(value[:80]) + ("..." if len(value) > 80 else "")
+        return f"the string {shown}"
+    if isinstance(value, list):
+        return f"an array of {len(value)} item{'s' if len(value) != 1 else ''}"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, str):
+        return json.dumps(value[:80]) + ("..." if len(value) > 80 else "")
+    return _describe(value)
+
+
+# --- reading and parsing the JSON -------------------------------------------------------------
+
+
+class _Object(dict):
+    """A JSON object that remembers the keys it saw twice (the parser keeps the last value)."""
+
+    duplicates: tuple[str, ...] = ()
+
+
+class _BadNumber(ValueError):
     pass
 
 
-def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    seen: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in seen:
-            msg = f"duplicate key {key!r} in one JSON object"
-            raise _DuplicateKeys(msg)
-        seen[key] = value
-    return seen
+def _parse_int(digits: str) -> int:
+    if len(digits.lstrip("-")) > _MAX_INT_DIGITS:
+        msg = f"a number has {len(digits)} digits (at most {_MAX_INT_DIGITS})"
+        raise _BadNumber(msg)
+    return int(digits)
 
 
-def _location(loc: tuple) -> str:
-    parts = []
-    for item in loc:
-        if item == "[key]":
-            parts[-1] = f"{parts[-1]} (as a key)" if parts else "(key)"
-        elif isinstance(item, int):
-            parts.append(f"[{item}]")
-        else:
-            parts.append(str(item))
-    return ".".join(parts).replace(".[", "[")
+def _parse_constant(name: str) -> float:
+    msg = f"{name} is not valid JSON (write a number or a string)"
+    raise _BadNumber(msg)
+
+
+def _line_column(data: bytes, offset: int) -> str:
+    line = data.count(b"\n", 0, offset) + 1
+    column = offset - (data.rfind(b"\n", 0, offset) + 1) + 1
+    return f"line {line} column {column}"
+
+
+def _fail(file: str, message: str, where: str = "") -> NoReturn:
+    """Stop with one problem (the store cannot be read or parsed, nothing more can be checked)."""
+    raise StoreError([Problem(file, where, message)]) from None
+
+
+def _read_store_bytes(path: Path, file: str) -> bytes:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        msg = "no such file (set FACTORY_MANIFEST_STORE or pass --manifest-store)"
+        _fail(file, msg)
+    except OSError as exc:
+        _fail(file, f"cannot be read: {exc.strerror or exc}")
+    if stat.S_ISDIR(st.st_mode):
+        msg = "is a directory; give the store's JSON file (e.g. control_plane/data/manifest.json)"
+        _fail(file, msg)
+    if not stat.S_ISREG(st.st_mode):
+        _fail(file, "is not a regular file")
+    if st.st_size > MAX_STORE_BYTES:
+        _fail(file, f"the store is {st.st_size} bytes; at most {MAX_STORE_BYTES} are read")
+    try:
+        with path.open("rb") as handle:
+            raw = handle.read(MAX_STORE_BYTES + 1)
+    except OSError as exc:
+        _fail(file, f"cannot be read: {exc.strerror or exc}")
+    if len(raw) > MAX_STORE_BYTES:
+        _fail(
+            file, f"the store is over {MAX_STORE_BYTES} bytes; at most {MAX_STORE_BYTES} are read"
+        )
+    return raw
+
+
+def _parse_store_json(raw: bytes, file: str) -> tuple[Any, list[Problem]]:
+    """The parsed JSON and the problems that still let validation go on (duplicate keys)."""
+
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        where = _line_column(raw, exc.start)
+        _fail(file, f"not valid UTF-8 (byte {raw[exc.start]:#04x} at offset {exc.start})", where)
+    if not text.strip():
+        _fail(file, "the file is empty; a store is a JSON object with schema_version 1")
+
+    with_duplicates: list[_Object] = []
+
+    def make_object(pairs: list[tuple[str, Any]]) -> _Object:
+        obj = _Object(pairs)
+        if len(obj) != len(pairs):
+            seen: set[str] = set()
+            dups = []
+            for key, _ in pairs:
+                if key in seen and key not in dups:
+                    dups.append(key)
+                seen.add(key)
+            obj.duplicates = tuple(dups)
+            with_duplicates.append(obj)
+        return obj
+
+    try:
+        data = json.loads(
+            text,
+            object_pairs_hook=make_object,
+            parse_int=_parse_int,
+            parse_constant=_parse_constant,
+        )
+    except json.JSONDecodeError as exc:
+        where = f"line {exc.lineno} column {exc.colno}"
+        _fail(file, f"malformed JSON: {exc.msg}", where)
+    except _BadNumber as exc:
+        _fail(file, f"malformed JSON: {exc}")
+    except RecursionError:
+        _fail(file, "malformed JSON: arrays or objects are nested too deeply")
+    except ValueError as exc:  # anything else the parser refuses
+        _fail(file, f"malformed JSON: {exc}")
+    if not isinstance(data, dict):
+        what = _describe(data)
+        _fail(file, f"the store must be a JSON object with schema_version 1, not {what}")
+    return data, _duplicate_problems(file, data, with_duplicates)
+
+
+def _duplicate_problems(file: str, data: Any, objects: list[_Object]) -> list[Problem]:
+    """Where each object with a duplicate key sits (found by a walk, only when there are any)."""
+    if not objects:
+        return []
+    wanted = {id(obj) for obj in objects}
+    problems = []
+    stack: list[tuple[Any, tuple[str | int, ...]]] = [(data, ())]
+    while stack:
+        value, path = stack.pop()
+        if isinstance(value, dict):
+            if id(value) in wanted:
+                for key in value.duplicates:  # type: ignore[attr-defined]
+                    problems.append(
+                        Problem(
+                            file,
+                            location(*path, key),
+                            f"duplicate key {json.dumps(key)}: each key may appear once in an "
+                            "object (a JSON parser keeps only one of the values)",
+                        )
+                    )
+            stack.extend((v, (*path, k)) for k, v in value.items())
+        elif isinstance(value, list):
+            stack.extend((v, (*path, i)) for i, v in enumerate(value))
+    return sorted(problems, key=lambda p: p.location)
+
+
+# --- schema problems --------------------------------------------------------------------------
+
+
+def _allowed_fields(loc: tuple) -> str:
+    """The fields the object at `loc` may have, for an "unknown field" message."""
+    model: type[BaseModel] | None = None
+    if not loc:
+        model = ManifestStore
+    elif len(loc) == 2 and loc[0] in _SECTION_MODELS:
+        model = _SECTION_MODELS[loc[0]]
+    elif len(loc) == 3 and loc[0] == "modules":
+        model = ModuleVersion
+    return f" (allowed: {', '.join(model.model_fields)})" if model else ""
 
 
 def _pydantic_problems(file: str, exc: ValidationError) -> list[Problem]:
@@ -113,149 +346,292 @@ def _pydantic_problems(file: str, exc: ValidationError) -> list[Problem]:
     for err in exc.errors(include_url=False):
         loc = tuple(err["loc"])
         kind = err["type"]
+        value = err.get("input")
+        ctx = err.get("ctx") or {}
+        # pydantic reports a bad dict key at (..., key, "[key]") with the key as input.
+        is_key = (
+            len(loc) >= 2
+            and loc[-1] == "[key]"
+            and value == loc[-2]
+            and kind not in ("missing", "extra_forbidden")
+        )
+        if is_key:
+            loc = loc[:-1]
+        what = f"the key {_short(value)}" if is_key else _short(value)
         if kind == "extra_forbidden":
-            message = "unknown field"
-        elif kind == "string_pattern_mismatch" and "[key]" in loc:
-            message = f"{err['input']!r} is not a valid id (lowercase letters, digits, '_' and '-', at most 63, starting with a letter or digit)"
-        elif kind == "string_pattern_mismatch":
-            message = f"{err['input']!r} does not match {err['ctx']['pattern']}"
-        elif kind == "literal_error":
-            message = f"{err['input']!r} is not allowed; expected {err['ctx']['expected']}"
+            message = f"unknown field {json.dumps(loc[-1])}{_allowed_fields(loc[:-1])}"
         elif kind == "missing":
             message = "required field is missing"
+        elif kind == "string_pattern_mismatch" and ctx.get("pattern") in _PATTERN_RULES:
+            message = f"{what} {_PATTERN_RULES[ctx['pattern']]}"
+        elif kind == "string_pattern_mismatch":
+            message = f"{what} does not match {ctx.get('pattern')}"
+        elif kind == "string_unicode":
+            message = f"{what} is not valid text (it contains an unpaired \\ud800-\\udfff escape)"
+        elif kind == "literal_error":
+            message = f"{what} is not allowed; expected {ctx.get('expected')}"
+        elif kind in _TYPE_NAMES:
+            message = f"expected {_TYPE_NAMES[kind]}, got {_describe(value)}"
+        elif kind == "too_short":
+            message = f"must not be empty (got {_describe(value)})"
+        elif kind == "schema_version":
+            message = err["msg"]
         else:
-            message = f"{err['msg']} (got {err['input']!r})" if "input" in err else err["msg"]
-        problems.append(Problem(file, _location(loc), message))
+            message = f"{err['msg']} (got {_describe(value)})"
+        problems.append(Problem(file, location(*loc), message))
     return problems
 
 
-def _cross_reference_problems(file: str, store: ManifestStore) -> list[Problem]:
+# --- what is in the store, even when parts of it are invalid -------------------------------------
+
+
+@dataclass
+class _View:
+    """Every entry the store has, by key, with its model or None when the entry is invalid.
+
+    A section is None when it is not an object at all: references into it are not checked (its
+    own problem is already reported), so one mistake does not cascade into many.
+    """
+
+    bases: dict[str, Base | None] | None = field(default_factory=dict)
+    templates: dict[str, Template | None] | None = field(default_factory=dict)
+    modules: dict[str, dict[str, ModuleVersion | None] | None] | None = field(default_factory=dict)
+    test_suites: dict[str, TestSuite | None] | None = field(default_factory=dict)
+    manifests: dict[str, Manifest | None] | None = field(default_factory=dict)
+
+    @classmethod
+    def of_model(cls, model: ManifestStore) -> "_View":
+        return cls(
+            bases=dict(model.bases),
+            templates=dict(model.templates),
+            modules={name: dict(versions) for name, versions in model.modules.items()},
+            test_suites=dict(model.test_suites),
+            manifests=dict(model.manifests),
+        )
+
+    @classmethod
+    def of_raw(cls, data: dict) -> "_View":
+        def entries(section: str, model: type[BaseModel], key_re: re.Pattern = ID_RE) -> Any:
+            raw = data.get(section, {})
+            if not isinstance(raw, dict):
+                return None
+            return {key: _valid_or_none(model, key_re, key, value) for key, value in raw.items()}
+
+        modules: dict[str, dict[str, ModuleVersion | None] | None] | None = None
+        raw_modules = data.get("modules", {})
+        if isinstance(raw_modules, dict):
+            modules = {}
+            for name, versions in raw_modules.items():
+                if not isinstance(versions, dict) or not ID_RE.match(name):
+                    modules[name] = None
+                    continue
+                modules[name] = {
+                    v: _valid_or_none(ModuleVersion, VERSION_RE, v, entry)
+                    for v, entry in versions.items()
+                }
+        return cls(
+            bases=entries("bases", Base),
+            templates=entries("templates", Template),
+            modules=modules,
+            test_suites=entries("test_suites", TestSuite),
+            manifests=entries("manifests", Manifest),
+        )
+
+
+def _valid_or_none(model: type[BaseModel], key_re: re.Pattern, key: str, value: Any) -> Any:
+    if not key_re.match(key):
+        return None
+    try:
+        return model.model_validate(value)
+    except ValidationError:
+        return None
+
+
+def _known(names: Any) -> str:
+    shown = sorted(names)
+    text = ", ".join(shown[:20]) + (f", ... ({len(shown)} in all)" if len(shown) > 20 else "")
+    return text or "none"
+
+
+def _cross_reference_problems(file: str, view: _View) -> list[Problem]:
     problems = []
 
-    def known(names) -> str:
-        return ", ".join(sorted(names)) or "none"
+    def add(loc: tuple[str | int, ...], message: str) -> None:
+        problems.append(Problem(file, location(*loc), message))
 
-    for mid, m in store.manifests.items():
-        where = f"manifests.{mid}"
-        if m.template not in store.templates:
-            problems.append(Problem(file, f"{where}.template",
-                                    f"unknown template {m.template!r} (known: {known(store.templates)})"))
-        base = store.bases.get(m.base)
-        if base is None:
-            problems.append(Problem(file, f"{where}.base",
-                                    f"unknown base {m.base!r} (known: {known(store.bases)})"))
-        for name, version in m.fragments.items():
-            versions = store.modules.get(name)
-            if versions is None:
-                problems.append(Problem(file, f"{where}.fragments.{name}",
-                                        f"unknown module {name!r} (known: {known(store.modules)})"))
-            elif version not in versions:
-                problems.append(Problem(file, f"{where}.fragments.{name}",
-                                        f"unknown version {version!r} of module {name!r} (known: {known(versions)})"))
+    for mid, m in (view.manifests or {}).items():
+        if m is None:
+            continue
+        at = ("manifests", mid)
+        if view.templates is not None and m.template not in view.templates:
+            known = _known(view.templates)
+            add((*at, "template"), f"unknown template {_short(m.template)} (known: {known})")
+        base = None
+        if view.bases is not None:
+            if m.base not in view.bases:
+                known = _known(view.bases)
+                add((*at, "base"), f"unknown base {_short(m.base)} (known: {known})")
+            base = view.bases.get(m.base)
+        for name, version in m.fragments.items() if view.modules is not None else ():
+            if name not in view.modules:
+                known = _known(view.modules)
+                add((*at, "fragments", name), f"unknown module {_short(name)} (known: {known})")
+                continue
+            versions = view.modules[name]
+            if versions is not None and version not in versions:
+                known = _known(versions)
+                add(
+                    (*at, "fragments", name),
+                    f"unknown version {_short(version)} of module {_short(name)} (known: {known})",
+                )
         for i, suite in enumerate(m.tests):
-            if suite not in store.test_suites:
-                problems.append(Problem(file, f"{where}.tests[{i}]",
-                                        f"unknown test suite {suite!r} (known: {known(store.test_suites)})"))
-        if len(set(m.tests)) != len(m.tests):
-            problems.append(Problem(file, f"{where}.tests", "a test suite is listed twice"))
-        if len(set(m.platforms)) != len(m.platforms):
-            problems.append(Problem(file, f"{where}.platforms", "a platform is listed twice"))
-        if base is not None:
-            base_archs = {BY_NAME[p].oci_platform for p in base.platforms}
-            for i, name in enumerate(m.platforms):
-                if BY_NAME[name].oci_platform not in base_archs:
-                    problems.append(Problem(file, f"{where}.platforms[{i}]",
-                                            f"{name} is not supported by base {m.base!r} (it has: {', '.join(base.platforms)})"))
-    for bid, base in store.bases.items():
-        if len(set(base.platforms)) != len(base.platforms):
-            problems.append(Problem(file, f"bases.{bid}.platforms", "a platform is listed twice"))
+            if view.test_suites is not None and suite not in view.test_suites:
+                known = _known(view.test_suites)
+                add((*at, "tests", i), f"unknown test suite {_short(suite)} (known: {known})")
+            if suite in m.tests[:i]:
+                add((*at, "tests", i), f"test suite {_short(suite)} is listed twice")
+        for i, name in enumerate(m.platforms):
+            if name in m.platforms[:i]:
+                add((*at, "platforms", i), f"platform {_short(name)} is listed twice")
+            elif base is not None and BY_NAME[name].oci_platform not in {
+                BY_NAME[p].oci_platform for p in base.platforms
+            }:
+                add(
+                    (*at, "platforms", i),
+                    f"{name} is not supported by base {_short(m.base)} "
+                    f"(it has: {', '.join(base.platforms)})",
+                )
+    for bid, base in (view.bases or {}).items():
+        for i, name in enumerate(base.platforms if base is not None else ()):
+            if name in base.platforms[:i]:
+                add(("bases", bid, "platforms", i), f"platform {_short(name)} is listed twice")
     return problems
 
 
-def _named_files(store: ManifestStore) -> list[tuple[str, str]]:
-    """(field path, relative file path) for every file the store names."""
-    named = [(f"templates.{n}.path", t.path) for n, t in store.templates.items()]
-    for name, versions in store.modules.items():
-        named += [(f"modules.{name}.{v}.path", mv.path) for v, mv in versions.items()]
-    named += [(f"test_suites.{n}.path", s.path) for n, s in store.test_suites.items()]
+# --- the files the store names ----------------------------------------------------------------
+
+
+def _named_files(view: _View) -> list[tuple[str, str]]:
+    """(field path, relative file path) for every valid entry's file."""
+    named = []
+    for name, template in (view.templates or {}).items():
+        if template is not None:
+            named.append((location("templates", name, "path"), template.path))
+    for name, versions in (view.modules or {}).items():
+        for version, module in (versions or {}).items():
+            if module is not None:
+                named.append((location("modules", name, version, "path"), module.path))
+    for name, suite in (view.test_suites or {}).items():
+        if suite is not None:
+            named.append((location("test_suites", name, "path"), suite.path))
     return named
 
 
 def _read_named_file(
-    root: Path, file: str, location: str, rel: str
+    root: Path, real_root: Path, file: str, where: str, rel: str
 ) -> tuple[StoreFile | None, Problem | None]:
     def problem(message: str) -> tuple[None, Problem]:
-        return None, Problem(file, location, message)
+        return None, Problem(file, where, message)
 
-    if Path(rel).is_absolute() or "\\" in rel or "\x00" in rel:
-        return problem(f"{rel!r} must be a path relative to the store's folder")
+    shown = json.dumps(rel)
+    if rel.startswith("/"):
+        return problem(f"{shown} is absolute; paths are relative to the store's folder {root}")
+    if "\\" in rel:
+        return problem(f"{shown} contains '\\'; separate folders with '/'")
+    if _escapes(rel):
+        return problem(f"{shown} leaves the store's folder with '..'; paths must stay inside it")
     candidate = root / rel
     try:
         resolved = candidate.resolve(strict=True)
     except FileNotFoundError:
-        return problem(f"{rel!r}: no such file in {root}")
-    except (OSError, RuntimeError) as exc:  # symlink loops raise RuntimeError or OSError
-        return problem(f"{rel!r} cannot be resolved: {exc}")
-    if not resolved.is_relative_to(root.resolve()):
-        how = "through a symlink" if ".." not in Path(rel).parts else "with '..'"
-        return problem(f"{rel!r} leaves the store's folder {how} (it points to {resolved})")
-    if not resolved.is_file():
-        return problem(f"{rel!r} is not a regular file")
-    size = resolved.stat().st_size
-    if size > MAX_FILE_BYTES:
-        return problem(f"{rel!r} is {size} bytes; files the store names may be at most {MAX_FILE_BYTES}")
-    data = resolved.read_bytes()
+        if candidate.is_symlink():
+            return problem(f"{shown} is a symlink to a file that does not exist")
+        return problem(f"no such file {shown} in {root}")
+    except NotADirectoryError:
+        return problem(f"{shown}: a part of the path is a file, not a folder")
+    except RuntimeError:  # Python 3.11/3.12 report a symlink loop this way
+        return problem(f"{shown} cannot be resolved: symlink loop")
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return problem(f"{shown} cannot be resolved: symlink loop")
+        return problem(f"{shown} cannot be resolved: {exc.strerror or exc}")
+    if not resolved.is_relative_to(real_root):
+        return problem(
+            f"{shown} leaves the store's folder through a symlink (it points to {resolved}); "
+            "paths must stay inside it"
+        )
+    try:
+        st = resolved.stat()
+    except OSError as exc:
+        return problem(f"{shown} cannot be read: {exc.strerror or exc}")
+    if stat.S_ISDIR(st.st_mode):
+        return problem(f"{shown} is a directory, not a file")
+    if not stat.S_ISREG(st.st_mode):
+        return problem(f"{shown} is not a regular file")
+    if st.st_size > MAX_FILE_BYTES:
+        return problem(
+            f"{shown} is {st.st_size} bytes; files the store names may be at most {MAX_FILE_BYTES}"
+        )
+    try:
+        with resolved.open("rb") as handle:
+            data = handle.read(MAX_FILE_BYTES + 1)
+    except OSError as exc:
+        return problem(f"{shown} cannot be read: {exc.strerror or exc}")
+    if len(data) > MAX_FILE_BYTES:
+        return problem(f"{shown} is over {MAX_FILE_BYTES} bytes, the most a named file may have")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        return problem(f"{rel!r} is not valid UTF-8 (byte {exc.start})")
+        return problem(
+            f"{shown} is not valid UTF-8 (byte {data[exc.start]:#04x} at offset {exc.start}, "
+            f"{_line_column(data, exc.start)})"
+        )
     return StoreFile(rel, text, hashlib.sha256(data).hexdigest()), None
+
+
+def _escapes(rel: str) -> bool:
+    """Whether `rel`, read without following symlinks, climbs above its starting folder."""
+    depth = 0
+    for part in PurePosixPath(rel).parts:
+        if part == "..":
+            depth -= 1
+            if depth < 0:
+                return True
+        elif part != ".":
+            depth += 1
+    return False
+
+
+# --- the entry point --------------------------------------------------------------------------
 
 
 def load_store(path: Path | str) -> LoadedStore:
     """Read, parse and check a manifest store; raise `StoreError` with every problem found."""
     path = Path(path)
     file = str(path)
-    if not path.exists():
-        raise StoreError([Problem(file, "", "no such file (set FACTORY_MANIFEST_STORE or --manifest-store)")])
-    if not path.is_file():
-        raise StoreError([Problem(file, "", "not a regular file")])
-    size = path.stat().st_size
-    if size > MAX_STORE_BYTES:
-        raise StoreError([Problem(file, "", f"the store is {size} bytes; at most {MAX_STORE_BYTES} are read")])
-    raw = path.read_bytes()
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise StoreError([Problem(file, "", f"not valid UTF-8 (byte {exc.start})")]) from None
-    try:
-        data = json.loads(text, object_pairs_hook=_reject_duplicates)
-    except _DuplicateKeys as exc:
-        raise StoreError([Problem(file, "", str(exc))]) from None
-    except json.JSONDecodeError as exc:
-        raise StoreError([Problem(file, f"line {exc.lineno} column {exc.colno}", f"malformed JSON: {exc.msg}")]) from None
-    except RecursionError:
-        raise StoreError([Problem(file, "", "malformed JSON: nested too deeply")]) from None
-    if not isinstance(data, dict):
-        raise StoreError([Problem(file, "", f"the store must be a JSON object, not {type(data).__name__}")])
+    raw = _read_store_bytes(path, file)
+    data, problems = _parse_store_json(raw, file)
 
+    model: ManifestStore | None = None
     try:
         model = ManifestStore.model_validate(data)
     except ValidationError as exc:
-        raise StoreError(_pydantic_problems(file, exc)) from None
+        problems += _pydantic_problems(file, exc)
+    view = _View.of_model(model) if model is not None else _View.of_raw(data)
+    problems += _cross_reference_problems(file, view)
 
-    problems = _cross_reference_problems(file, model)
     files: dict[str, StoreFile] = {}
     root = path.parent
-    for location, rel in _named_files(model):
+    real_root = root.resolve()
+    for where, rel in _named_files(view):
         if rel in files:
             continue
-        read, problem = _read_named_file(root, file, location, rel)
+        read, problem = _read_named_file(root, real_root, file, where, rel)
         if problem:
             problems.append(problem)
         elif read:
             files[rel] = read
-    if problems:
+    if problems or model is None:
         raise StoreError(problems)
 
     digest = hashlib.sha256(raw)
