@@ -10,7 +10,8 @@ import dagster as dg
 import pytest
 
 from factory.record_store import LocalRecordStore
-from factory.settings import PROJECT_ROOT
+from factory.services import docker_host
+from factory.settings import PROJECT_ROOT, Settings
 from tests.integration.stores import example_store_copy, manifest
 
 pytestmark = pytest.mark.integration
@@ -21,8 +22,10 @@ def env_for(tmp_path: Path, store: Path) -> dict[str, str]:
     home = tmp_path / "dagster"
     home.mkdir(exist_ok=True)
     shutil.copyfile(PROJECT_ROOT / "dagster.yaml", home / "dagster.yaml")
+    # The engine is found through the default data dir; a test data dir has none of its own.
+    engine = docker_host(Settings.from_env())
     return {**os.environ, "DAGSTER_HOME": str(home), "FACTORY_MANIFEST_STORE": str(store),
-            "FACTORY_DATA_DIR": str(tmp_path / "data")}
+            "FACTORY_DATA_DIR": str(tmp_path / "data"), "DOCKER_HOST": engine}
 
 
 def run(args, env, timeout=600):
