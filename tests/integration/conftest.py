@@ -1,0 +1,19 @@
+"""Integration fixtures: the real local services, started once per session and left running.
+
+The services stay up after the session on purpose: CI and the next test run reuse them, and
+`factory services down` stops them. `up` starts only what does not answer, so this fixture is cheap
+when they already run.
+"""
+
+import pytest
+
+from factory import services as local_services
+from factory.settings import Settings
+
+
+@pytest.fixture(scope="session")
+def services() -> Settings:
+    """Settings whose engine, registry, qemu emulation and base images are ready."""
+    settings = Settings.from_env()
+    local_services.up(settings)
+    return settings
