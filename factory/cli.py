@@ -166,9 +166,7 @@ def run(manifest_store, manifest_ids, platforms, force, parallel) -> None:
     except (FactoryError, KeyError) as exc:
         raise _fail(exc) from None
     with dg.DagsterInstance.get() as instance:
-        changes = sync_partitions(instance, store)
-    added = sum(a for a, _ in changes.values())
-    removed = sum(r for _, r in changes.values())
+        added, removed = sync_partitions(instance, store)
     click.echo(f"store {settings.manifest_store}: {len(items)} combinations "
                f"(partitions +{added} -{removed}); Dagster instance {home}")
     todo = [i for i in items if i.action == "run"]

@@ -4,16 +4,25 @@ import dagster as dg
 
 from factory.platforms import PLATFORMS
 from factory.settings import Settings
+from factory_assets.inputs import INPUT_SOURCES
 from factory_assets.jobs import BUILD_JOBS, MATRIX_JOB
 from factory_assets.matrix import compatibility_matrix
 from factory_assets.platform_chain import build_platform_chain
+from factory_assets.schedules import NIGHTLY_SCHEDULES
 from resources import DockerBuilder, ManifestStore, RecordStore, Registry
+from sensors import base_digest_sensor, manifest_change_sensor
 
 _settings = Settings.from_env()
 
 defs = dg.Definitions(
-    assets=[*[a for p in PLATFORMS for a in build_platform_chain(p)], compatibility_matrix],
+    assets=[
+        *INPUT_SOURCES,
+        *[a for p in PLATFORMS for a in build_platform_chain(p)],
+        compatibility_matrix,
+    ],
     jobs=[*BUILD_JOBS, MATRIX_JOB],
+    sensors=[manifest_change_sensor, base_digest_sensor],
+    schedules=NIGHTLY_SCHEDULES,
     resources={
         "manifest_store": ManifestStore(path=str(_settings.manifest_store)),
         "docker_builder": DockerBuilder(docker_host=""),

@@ -9,37 +9,57 @@ import dagster as dg
 from factory.platforms import PLATFORMS
 from factory.settings import PROJECT_ROOT, Settings
 from factory.store import LoadedStore
-from factory_assets.partitions import partitions_name
+from factory_assets.partitions import PARTITIONS
+from factory_assets.pools import apply_pool_limits
 
 INSTANCE_CONFIG = PROJECT_ROOT / "dagster.yaml"
 
 
 def prepare_dagster_home(settings: Settings) -> Path:
-    """Create DAGSTER_HOME with the project's dagster.yaml and export it for child processes."""
+    """Create DAGSTER_HOME with the project's dagster.yaml and export it for child processes.
+
+    Also writes the repo's pool limits (`factory.pools`) into the instance, so runs launched from
+    the UI, sensors, backfills and the CLI all queue by pool.
+    """
     home = settings.dagster_home
     home.mkdir(parents=True, exist_ok=True)
     target = home / "dagster.yaml"
     if not target.exists() or target.read_bytes() != INSTANCE_CONFIG.read_bytes():
         shutil.copyfile(INSTANCE_CONFIG, target)
     os.environ["DAGSTER_HOME"] = str(home)
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        apply_pool_limits(instance)
     return home
 
 
-def sync_partitions(instance: dg.DagsterInstance, store: LoadedStore) -> dict[str, tuple[int, int]]:
-    """Add and remove each platform's dynamic partitions to match the store.
-
-    Returns slug -> (added, removed). Records of removed combinations stay in the record store.
-    """
-    changes = {}
+def partition_requests(
+    instance: dg.DagsterInstance, store: LoadedStore
+) -> list[dg.AddDynamicPartitionsRequest | dg.DeleteDynamicPartitionsRequest]:
+    """The add/delete requests that make each platform's partitions match the store."""
+    requests: list = []
     for platform in PLATFORMS:
-        name = partitions_name(platform.slug)
+        definition = PARTITIONS[platform.slug]
         wanted = set(store.partition_keys(platform))
-        present = set(instance.get_dynamic_partitions(name))
-        added = sorted(wanted - present)
-        removed = sorted(present - wanted)
-        if added:
-            instance.add_dynamic_partitions(name, added)
-        for key in removed:
-            instance.delete_dynamic_partition(name, key)
-        changes[platform.slug] = (len(added), len(removed))
-    return changes
+        present = set(instance.get_dynamic_partitions(definition.name))
+        if added := sorted(wanted - present):
+            requests.append(definition.build_add_request(added))
+        if removed := sorted(present - wanted):
+            requests.append(definition.build_delete_request(removed))
+    return requests
+
+
+def sync_partitions(instance: dg.DagsterInstance, store: LoadedStore) -> tuple[int, int]:
+    """Apply `partition_requests` now; return (added, removed) partition counts.
+
+    Records of removed combinations stay in the record store.
+    """
+    added = removed = 0
+    for request in partition_requests(instance, store):
+        if isinstance(request, dg.AddDynamicPartitionsRequest):
+            instance.add_dynamic_partitions(request.partitions_def_name, request.partition_keys)
+            added += len(request.partition_keys)
+        else:
+            for key in request.partition_keys:
+                instance.delete_dynamic_partition(request.partitions_def_name, key)
+            removed += len(request.partition_keys)
+    return added, removed

@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from factory.planning import PlanItem
 from factory.platforms import PLATFORMS
 from factory_assets.partitions import PARTITIONS
 
@@ -26,3 +27,15 @@ MATRIX_JOB = dg.define_asset_job(
     selection=dg.AssetSelection.assets("compatibility_matrix"),
     description="Rebuild the compatibility matrix from the records.",
 )
+
+
+def run_tags(item: PlanItem) -> dict[str, str]:
+    """Tags naming the combination, its pool and why it runs; high priority is dequeued first."""
+    return {
+        "factory/manifest_id": item.manifest_id,
+        "factory/platform": item.platform,
+        "factory/pool": item.pool,
+        "factory/record_key": item.record_key,
+        "factory/reasons": ",".join(item.reasons),
+        "dagster/priority": "10" if item.priority == "high" else "0",
+    }

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from factory.planning import PlanItem
 from factory.platforms import platform as lookup_platform
-from factory_assets.jobs import build_job_name
+from factory_assets.jobs import build_job_name, run_tags
 
 QUIET_LOGGERS = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 
@@ -27,18 +27,6 @@ class RunOutcome:
     success: bool
     message: str
     seconds: float
-
-
-def run_tags(item: PlanItem) -> dict[str, str]:
-    """Tags naming the combination and its queue; high priority is dequeued first."""
-    return {
-        "factory/manifest_id": item.manifest_id,
-        "factory/platform": item.platform,
-        "factory/pool": item.pool,
-        "factory/record_key": item.record_key,
-        "factory/reasons": ",".join(item.reasons),
-        "dagster/priority": "10" if item.priority == "high" else "0",
-    }
 
 
 def _failure_message(result) -> str:

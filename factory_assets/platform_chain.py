@@ -22,7 +22,9 @@ from factory.pipeline import (
     record_success,
     run_tests,
 )
+from factory.keys import BUILD_RECIPE_VERSION
 from factory.platforms import Platform
+from factory_assets.inputs import inputs_key
 from factory_assets.partitions import PARTITIONS
 from factory_assets.platforms import k8s_op_tags
 from resources import DockerBuilder, ManifestStore, RecordStore, Registry
@@ -85,13 +87,15 @@ def build_platform_chain(platform: Platform) -> list[dg.AssetsDefinition]:
         "pool": platform.pool,
         "op_tags": k8s_op_tags(platform),
         "kinds": {"docker"},
+        # A new build recipe changes every key: the UI shows every partition stale until rebuilt.
+        "code_version": BUILD_RECIPE_VERSION,
     }
 
     def upstream(name: str) -> dict:
         return {"state": dg.AssetIn(key=dg.AssetKey([slug, name]))}
 
     @dg.asset(name="dockerfile", description=f"The Dockerfile rendered for {platform.name}.",
-              **common)
+              deps=[inputs_key(platform)], **common)
     def dockerfile(
         context: dg.AssetExecutionContext,
         manifest_store: ManifestStore,

@@ -1,0 +1,44 @@
+"""Nightly re-verification: every combination is re-tested; images are rebuilt only where a key
+changed (the image step reuses the registry's image for an unchanged build key)."""
+
+import os
+
+import dagster as dg
+
+from factory.platforms import PLATFORMS, Platform
+from factory_assets.jobs import BUILD_JOBS, build_job_name
+from factory_assets.partitions import PARTITIONS
+
+NIGHTLY_CRON = os.environ.get("FACTORY_NIGHTLY_CRON", "0 3 * * *")
+
+
+def build_nightly_schedule(platform: Platform, job) -> dg.ScheduleDefinition:
+    @dg.schedule(
+        name=f"nightly_reverify_{platform.slug}",
+        cron_schedule=NIGHTLY_CRON,
+        job=job,
+        default_status=dg.DefaultScheduleStatus.STOPPED,
+        description=f"Re-test every {platform.name} combination once a night.",
+    )
+    def nightly(context: dg.ScheduleEvaluationContext):
+        keys = context.instance.get_dynamic_partitions(PARTITIONS[platform.slug].name)
+        if not keys:
+            return dg.SkipReason(f"no {platform.name} partitions yet")
+        stamp = context.scheduled_execution_time.strftime("%Y-%m-%d")
+        return [
+            dg.RunRequest(
+                run_key=f"nightly-{stamp}-{platform.slug}-{key}",
+                partition_key=key,
+                tags={"factory/manifest_id": key, "factory/platform": platform.name,
+                      "factory/pool": platform.pool, "factory/reasons": "nightly"},
+            )
+            for key in keys
+        ]
+
+    return nightly
+
+
+_JOBS = {job.name: job for job in BUILD_JOBS}
+NIGHTLY_SCHEDULES = [
+    build_nightly_schedule(p, _JOBS[build_job_name(p.slug)]) for p in PLATFORMS if not p.gpu
+]

@@ -1,0 +1,84 @@
+"""Watch the base images: when one platform's digest moves, re-run exactly its combinations.
+
+Digests are resolved per platform (not the multi-arch index digest, which changes whenever any
+architecture is pushed), so an arm64 refresh never rebuilds amd64.
+"""
+
+import dagster as dg
+
+from factory.errors import FactoryError, StoreError
+from factory.planning import resolve_base_digests
+from factory.platforms import platform as lookup_platform
+from factory.store import LoadedStore
+from factory.ticks import Cursor, fingerprint, max_run_requests, next_slice, sensor_interval_s
+from factory_assets.jobs import BUILD_JOBS
+from resources import DockerBuilder, ManifestStore, RecordStore
+from sensors.common import observation, run_request, runnable_items
+
+
+def _pair(base: str, oci_platform: str) -> str:
+    return f"{base}|{oci_platform}"
+
+
+def _base_names(store: LoadedStore) -> str:
+    return ", ".join(f"{b.image}:{b.tag}" for b in store.model.bases.values())
+
+
+@dg.sensor(
+    name="base_digest_sensor",
+    jobs=BUILD_JOBS,
+    minimum_interval_seconds=sensor_interval_s(),
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Resolves each base image's per-platform digest; when one moves, requests runs "
+    "for exactly the combinations on that base and platform.",
+)
+def base_digest_sensor(
+    context: dg.SensorEvaluationContext,
+    manifest_store: ManifestStore,
+    record_store: RecordStore,
+    docker_builder: DockerBuilder,
+) -> dg.SensorResult | dg.SkipReason:
+    cursor = Cursor.parse(context.cursor)
+    try:
+        store = manifest_store.load()
+    except StoreError as exc:
+        return dg.SkipReason(f"manifest store is invalid; nothing requested. {exc}")
+    try:
+        resolved = resolve_base_digests(store, store.combinations())
+    except FactoryError as exc:
+        return dg.SkipReason(
+            f"cannot resolve base digests of {_base_names(store)}: {exc}; retrying next tick"
+        )
+    current = {_pair(b, p): d for (b, p), d in resolved.items()}
+    if not cursor.digests:
+        cursor.digests = current
+        cursor.seen = fingerprint(current)
+        return dg.SensorResult(
+            skip_reason=f"recorded {len(current)} base digests", cursor=cursor.dump()
+        )
+    moved = {k for k, d in current.items() if k in cursor.digests and cursor.digests[k] != d}
+    state = fingerprint(current)
+    if not moved and not cursor.batch:
+        cursor.digests = current  # bases added or dropped: the manifest sensor handles those
+        cursor.seen = state
+        return dg.SensorResult(skip_reason="no base digest moved", cursor=cursor.dump())
+    try:
+        items = [
+            i for i in runnable_items(store, resolved, record_store, docker_builder)
+            if _pair(store.manifest(i.manifest_id).base, oci_platform(i.platform)) in moved
+        ]
+    except FactoryError as exc:
+        return dg.SkipReason(f"cannot plan: {exc}; retrying next tick")
+    batch, new_cursor = next_slice(items, state, cursor, max_run_requests())
+    if not new_cursor.batch:
+        new_cursor.digests = current  # every run for the moved digests has been requested
+    context.log.info(f"base digests moved: {sorted(moved)}; requesting {len(batch)} runs")
+    return dg.SensorResult(
+        run_requests=[run_request(i) for i in batch],
+        asset_events=[observation(i) for i in batch],
+        cursor=new_cursor.dump(),
+    )
+
+
+def oci_platform(platform_name: str) -> str:
+    return lookup_platform(platform_name).oci_platform
