@@ -37,8 +37,7 @@ def tick(instance, resources, cursor):
     if isinstance(result, dg.SensorResult):
         for request in result.dynamic_partitions_requests or []:
             if isinstance(request, dg.AddDynamicPartitionsRequest):
-                instance.add_dynamic_partitions(request.partitions_def_name,
-                                                request.partition_keys)
+                instance.add_dynamic_partitions(request.partitions_def_name, request.partition_keys)
         return result, result.cursor
     return result, cursor
 
@@ -52,10 +51,20 @@ def record_all_passed(store_path: Path, data: Path) -> int:
     for item in plan(store, digests, RecordIndex(), gpu_available=False):
         if item.action != "run":
             continue
-        records.write_record(CompatibilityRecord(
-            build_id=f"bench-{count:06d}", manifest_id=item.manifest_id, platform=item.platform,
-            pool=item.pool, status="pass", build_key=item.build_key, record_key=item.record_key,
-            inputs={}, started_at=now, finished_at=now))
+        records.write_record(
+            CompatibilityRecord(
+                build_id=f"bench-{count:06d}",
+                manifest_id=item.manifest_id,
+                platform=item.platform,
+                pool=item.pool,
+                status="pass",
+                build_key=item.build_key,
+                record_key=item.record_key,
+                inputs={},
+                started_at=now,
+                finished_at=now,
+            )
+        )
         count += 1
     return count
 
@@ -63,9 +72,11 @@ def record_all_passed(store_path: Path, data: Path) -> int:
 def run_size(size: int, work: Path) -> dict:
     store_path = write_synthetic_store(work / f"store-{size}", size)
     data = work / f"data-{size}"
-    resources = {"manifest_store": ManifestStore(path=str(store_path)),
-                 "record_store": RecordStore(data_dir=str(data)),
-                 "docker_builder": DockerBuilder()}
+    resources = {
+        "manifest_store": ManifestStore(path=str(store_path)),
+        "record_store": RecordStore(data_dir=str(data)),
+        "docker_builder": DockerBuilder(),
+    }
     figures: dict = {"manifests": size}
     home = work / f"dagster-{size}"
     home.mkdir()
@@ -73,7 +84,8 @@ def run_size(size: int, work: Path) -> dict:
         (result, cursor), figures["first_tick_s"] = timed(lambda: tick(instance, resources, None))
         figures["first_tick_requests"] = len(result.run_requests or [])
         figures["records"], figures["write_records_s"] = timed(
-            lambda: record_all_passed(store_path, data))
+            lambda: record_all_passed(store_path, data)
+        )
 
         def full_plan():
             store = load_store(store_path)
@@ -92,7 +104,8 @@ def run_size(size: int, work: Path) -> dict:
 
         (store_path.parent / "modules/httpd/0.1.0.Dockerfile").write_text("EXPOSE 8081\n")
         (changed, cursor), figures["changed_tick_s"] = timed(
-            lambda: tick(instance, resources, cursor))
+            lambda: tick(instance, resources, cursor)
+        )
         figures["changed_tick_requests"] = len(changed.run_requests or [])
     return figures
 
@@ -105,10 +118,13 @@ def main() -> None:
         for size in (int(s) for s in args.sizes.split(",")):
             figures = run_size(size, Path(tmp))
             print(json.dumps(figures))
-            print(f"{size:>6} manifests: plan {figures['plan_s']:.2f}s, no-op tick "
-                  f"{figures['noop_tick_s']:.3f}s, changed-fragment tick "
-                  f"{figures['changed_tick_s']:.2f}s ({figures['changed_tick_requests']} "
-                  f"requests), cursor {figures['cursor_bytes']} bytes", flush=True)
+            print(
+                f"{size:>6} manifests: plan {figures['plan_s']:.2f}s, no-op tick "
+                f"{figures['noop_tick_s']:.3f}s, changed-fragment tick "
+                f"{figures['changed_tick_s']:.2f}s ({figures['changed_tick_requests']} "
+                f"requests), cursor {figures['cursor_bytes']} bytes",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ PLATFORM_CHOICE = click.Choice(["linux/amd64", "linux/arm64", "linux/amd64+gpu"]
 
 
 def _settings(manifest_store: str | None) -> Settings:
-    """Settings from the environment; `--manifest-store` wins and is exported for child processes."""
+    """Settings from the environment; `--manifest-store` wins and is exported."""
     if manifest_store:
         os.environ["FACTORY_MANIFEST_STORE"] = str(Path(manifest_store).resolve())
     return Settings.from_env()
@@ -26,14 +26,20 @@ def _fail(exc: Exception) -> "click.ClickException":
 
 
 store_option = click.option(
-    "--manifest-store", type=click.Path(dir_okay=False), default=None,
-    help="Manifest store JSON (default: $FACTORY_MANIFEST_STORE or control_plane/data/manifest.json).",
+    "--manifest-store",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Manifest store JSON (default: $FACTORY_MANIFEST_STORE, else "
+    "control_plane/data/manifest.json).",
 )
 manifest_option = click.option(
     "--manifest-id", "manifest_ids", multiple=True, help="Only this manifest (repeatable)."
 )
 platform_option = click.option(
-    "--platform", "platforms", multiple=True, type=PLATFORM_CHOICE,
+    "--platform",
+    "platforms",
+    multiple=True,
+    type=PLATFORM_CHOICE,
     help="Only this platform (repeatable).",
 )
 
@@ -79,8 +85,15 @@ def _plan(settings: Settings, *, manifest_ids, platforms, force):
     index = RecordIndex.from_records(LocalRecordStore(settings.data_dir).records())
     host = services_module.docker_host(settings)
     gpu = services_module.gpu_runtime_available(host)
-    items = plan(store, digests, index, gpu_available=gpu, force=force,
-                 manifest_ids=list(manifest_ids), platforms=list(platforms))
+    items = plan(
+        store,
+        digests,
+        index,
+        gpu_available=gpu,
+        force=force,
+        manifest_ids=list(manifest_ids),
+        platforms=list(platforms),
+    )
     return store, index, items
 
 
@@ -102,8 +115,10 @@ def plan_command(manifest_store, manifest_ids, platforms, force, as_json) -> Non
         return
     for i in items:
         what = ("rebuild" if i.rebuild else "re-test") if i.action == "run" else "skip"
-        click.echo(f"{i.action:4}  {what:8}  {i.manifest_id:24} {i.platform:16} "
-                   f"{','.join(i.reasons):32} {i.build_key[:12]}")
+        click.echo(
+            f"{i.action:4}  {what:8}  {i.manifest_id:24} {i.platform:16} "
+            f"{','.join(i.reasons):32} {i.build_key[:12]}"
+        )
     runs = sum(1 for i in items if i.action == "run")
     click.echo(f"\n{runs} to run, {len(items) - runs} to skip")
 
@@ -129,8 +144,9 @@ def render(manifest_store, manifest_id, platform_name) -> None:
             msg = f"manifest {manifest_id!r} does not list {platform_name} ({manifest.platforms})"
             raise FactoryError(msg)
         digests = resolve_base_digests(store, [(manifest_id, target)])
-        inputs = combination_inputs(store, manifest_id, target,
-                                    digests[(manifest.base, target.oci_platform)])
+        inputs = combination_inputs(
+            store, manifest_id, target, digests[(manifest.base, target.oci_platform)]
+        )
         click.echo(render_dockerfile(store, inputs, build_key(inputs)).text, nl=False)
     except (FactoryError, KeyError) as exc:
         raise _fail(exc) from None
@@ -141,10 +157,15 @@ def render(manifest_store, manifest_id, platform_name) -> None:
 @manifest_option
 @platform_option
 @click.option("--force", is_flag=True, help="Re-run and rebuild even combinations that passed.")
-@click.option("--parallel", type=click.IntRange(1, 32), default=2, show_default=True,
-              help="Combinations built at the same time.")
+@click.option(
+    "--parallel",
+    type=click.IntRange(1, 32),
+    default=2,
+    show_default=True,
+    help="Combinations built at the same time.",
+)
 def run(manifest_store, manifest_ids, platforms, force, parallel) -> None:
-    """The main job: sync partitions, build/test/record what lacks a passing record, print the matrix.
+    """The main job: build, test and record what lacks a passing record; print the matrix.
 
     Runs go through the Dagster instance at DAGSTER_HOME (default .factory/dagster), so they show up
     in `dagster dev -w workspace.yaml`. Exits 0 when every attempted combination got a record (pass
@@ -161,14 +182,17 @@ def run(manifest_store, manifest_ids, platforms, force, parallel) -> None:
     settings = _settings(manifest_store)
     try:
         home = prepare_dagster_home(settings)
-        store, _, items = _plan(settings, manifest_ids=manifest_ids, platforms=platforms,
-                                force=force)
+        store, _, items = _plan(
+            settings, manifest_ids=manifest_ids, platforms=platforms, force=force
+        )
     except (FactoryError, KeyError) as exc:
         raise _fail(exc) from None
     with dg.DagsterInstance.get() as instance:
         added, removed = sync_partitions(instance, store)
-    click.echo(f"store {settings.manifest_store}: {len(items)} combinations "
-               f"(partitions +{added} -{removed}); Dagster instance {home}")
+    click.echo(
+        f"store {settings.manifest_store}: {len(items)} combinations "
+        f"(partitions +{added} -{removed}); Dagster instance {home}"
+    )
     todo = [i for i in items if i.action == "run"]
     for i in items:
         if i.action == "skip":
@@ -178,8 +202,9 @@ def run(manifest_store, manifest_ids, platforms, force, parallel) -> None:
 
     def on_start(item) -> None:
         what = "build" if item.rebuild else "re-test"
-        click.echo(f"  queued   {item.manifest_id} {item.platform} ({what}: "
-                   f"{','.join(item.reasons)})")
+        click.echo(
+            f"  queued   {item.manifest_id} {item.platform} ({what}: {','.join(item.reasons)})"
+        )
 
     records = LocalRecordStore(settings.data_dir)
 
@@ -188,19 +213,29 @@ def run(manifest_store, manifest_ids, platforms, force, parallel) -> None:
         mine = [r for r in _records_of_run(records, outcome.run_id)]
         if mine:
             r = mine[0]
-            detail = (f"build {r.timings_s.get('build', 0):.1f}s "
-                      f"({r.cache.cached}/{r.cache.steps} cached), "
-                      f"test {r.timings_s.get('test', 0):.1f}s")
+            detail = (
+                f"build {r.timings_s.get('build', 0):.1f}s "
+                f"({r.cache.cached}/{r.cache.steps} cached), "
+                f"test {r.timings_s.get('test', 0):.1f}s"
+            )
             if r.error:
                 detail = f"stage {r.error.stage}: {r.error.message}"
-            click.echo(f"[{done['n']}/{total}] {r.status:5} {item.manifest_id} {item.platform} "
-                       f"in {outcome.seconds:.1f}s: {detail} (run {outcome.run_id[:8]})")
+            click.echo(
+                f"[{done['n']}/{total}] {r.status:5} {item.manifest_id} {item.platform} "
+                f"in {outcome.seconds:.1f}s: {detail} (run {outcome.run_id[:8]})"
+            )
         else:
-            click.echo(f"[{done['n']}/{total}] NOT RECORDED {item.manifest_id} {item.platform}: "
-                       f"{outcome.message}", err=True)
+            click.echo(
+                f"[{done['n']}/{total}] NOT RECORDED {item.manifest_id} {item.platform}: "
+                f"{outcome.message}",
+                err=True,
+            )
 
-    outcomes = run_items(todo, parallel=parallel, force_rebuild=force,
-                         on_start=on_start, on_done=on_done) if todo else []
+    outcomes = (
+        run_items(todo, parallel=parallel, force_rebuild=force, on_start=on_start, on_done=on_done)
+        if todo
+        else []
+    )
     if not todo:
         click.echo("nothing to run: every combination has a passing record for its current keys")
     if not materialize_matrix():
@@ -211,10 +246,11 @@ def run(manifest_store, manifest_ids, platforms, force, parallel) -> None:
     click.echo(format_text(matrix_cells(store, index, fresh)))
     unrecorded = [o for o in outcomes if not _records_of_run(records, o.run_id)]
     if unrecorded:
-        raise click.ClickException(
+        msg = (
             f"{len(unrecorded)} combination(s) could not be recorded; see the messages above and "
             "the runs in `dagster dev -w workspace.yaml`"
         )
+        raise click.ClickException(msg)
 
 
 def _records_of_run(records, run_id):
@@ -225,8 +261,9 @@ def _records_of_run(records, run_id):
 
 @main.command()
 @store_option
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
-              show_default=True)
+@click.option(
+    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
+)
 def matrix(manifest_store, fmt) -> None:
     """Print the compatibility matrix (manifest x platform) from the newest records."""
     from factory.matrix import format_text, matrix_cells
@@ -253,7 +290,8 @@ def records(manifest_ids, platforms, as_json) -> None:
 
     settings = Settings.from_env()
     found = [
-        r for r in LocalRecordStore(settings.data_dir).records()
+        r
+        for r in LocalRecordStore(settings.data_dir).records()
         if (not manifest_ids or r.manifest_id in manifest_ids)
         and (not platforms or r.platform in platforms)
     ]
@@ -262,8 +300,10 @@ def records(manifest_ids, platforms, as_json) -> None:
         click.echo(json.dumps([r.model_dump(mode="json") for r in found], indent=2))
         return
     for r in found:
-        click.echo(f"{r.finished_at}  {r.status:5}  {r.manifest_id:24} {r.platform:16} "
-                   f"{r.build_id}  {r.image.digest if r.image and r.image.digest else '-'}")
+        click.echo(
+            f"{r.finished_at}  {r.status:5}  {r.manifest_id:24} {r.platform:16} "
+            f"{r.build_id}  {r.image.digest if r.image and r.image.digest else '-'}"
+        )
     click.echo(f"{len(found)} records in {settings.data_dir / 'records'}")
 
 
@@ -289,7 +329,8 @@ def up() -> None:
     except FactoryError as exc:
         raise _fail(exc) from None
     if not _print_states(states):
-        raise click.ClickException("some services are not ready; see above")
+        msg = "some services are not ready; see above"
+        raise click.ClickException(msg)
 
 
 @services.command()

@@ -1,4 +1,4 @@
-"""The Docker Engine as Factory uses it: BuildKit builds through the CLI, containers through the SDK.
+"""The Docker Engine as Factory uses it: BuildKit builds via the CLI, containers via the SDK.
 
 The docker SDK only drives the legacy builder (no inline cache, no BuildKit cache sharing), so
 builds run `DOCKER_BUILDKIT=1 /usr/bin/docker build`; pushes, inspection and test containers use
@@ -70,7 +70,7 @@ def docker_cli() -> str:
 
 
 def count_build_steps(log: str) -> tuple[int, int]:
-    """(steps, cached) from BuildKit's plain progress: Dockerfile steps `[i/n]`, and which hit cache."""
+    """(steps, cached) from BuildKit's plain progress: the `[i/n]` steps and which hit cache."""
     step_ids: set[str] = set()
     total = 0
     cached_ids: set[str] = set()
@@ -128,8 +128,13 @@ class Engine:
         if proc.returncode != 0:
             transient = any(
                 s in output
-                for s in ("connection refused", "Cannot connect to the Docker daemon", "i/o timeout",
-                          "TLS handshake timeout", "503 Service Unavailable")
+                for s in (
+                    "connection refused",
+                    "Cannot connect to the Docker daemon",
+                    "i/o timeout",
+                    "TLS handshake timeout",
+                    "503 Service Unavailable",
+                )
             )
             msg = f"{what} failed (exit {proc.returncode} after {time.monotonic() - started:.1f}s)"
             raise StageError(msg, stage=stage, log_tail=log_tail(output), transient=transient)
@@ -144,24 +149,41 @@ class Engine:
             path = Path(context) / "Dockerfile"
             path.write_text(dockerfile)
             args = [
-                "build", "--progress=plain", "--platform", oci_platform,
-                "--build-arg", "BUILDKIT_INLINE_CACHE=1",
-                "--cache-from", cache_ref,
-                "-t", image_ref, "-t", cache_ref,
-                "-f", str(path), context,
+                "build",
+                "--progress=plain",
+                "--platform",
+                oci_platform,
+                "--build-arg",
+                "BUILDKIT_INLINE_CACHE=1",
+                "--cache-from",
+                cache_ref,
+                "-t",
+                image_ref,
+                "-t",
+                cache_ref,
+                "-f",
+                str(path),
+                context,
             ]
             try:
-                log = self._cli(args, timeout=BUILD_TIMEOUT_S, stage="build",
-                                what=f"docker build of {image_ref} for {oci_platform}")
+                log = self._cli(
+                    args,
+                    timeout=BUILD_TIMEOUT_S,
+                    stage="build",
+                    what=f"docker build of {image_ref} for {oci_platform}",
+                )
             except StageError as exc:
-                raise StageError(str(exc), stage="build", log_tail=exc.log_tail,
-                                 transient=exc.transient) from exc
+                raise StageError(
+                    str(exc), stage="build", log_tail=exc.log_tail, transient=exc.transient
+                ) from exc
         steps, cached = count_build_steps(log)
         return BuildResult(steps=steps, cached=cached, seconds=time.monotonic() - started, log=log)
 
     def push(self, ref: str) -> tuple[str, str]:
         """Push a tag; return (digest, log)."""
-        log = self._cli(["push", ref], timeout=PUSH_TIMEOUT_S, stage="push", what=f"docker push {ref}")
+        log = self._cli(
+            ["push", ref], timeout=PUSH_TIMEOUT_S, stage="push", what=f"docker push {ref}"
+        )
         found = _DIGEST_RE.findall(log)
         if not found:
             msg = f"docker push {ref} printed no digest"

@@ -45,12 +45,19 @@ def matrix_cells(
                 cells.append(Cell(manifest_id, platform.name, PENDING, False))
             else:
                 stale = item is not None and item.record_key != last.record_key
-                cells.append(Cell(
-                    manifest_id, platform.name, last.status, stale, last.build_id,
-                    f"{last.image.ref}@{last.image.digest}" if last.image and last.image.digest
-                    else None,
-                    last.finished_at,
-                ))
+                cells.append(
+                    Cell(
+                        manifest_id,
+                        platform.name,
+                        last.status,
+                        stale,
+                        last.build_id,
+                        f"{last.image.ref}@{last.image.digest}"
+                        if last.image and last.image.digest
+                        else None,
+                        last.finished_at,
+                    )
+                )
     return cells
 
 
@@ -72,5 +79,12 @@ def format_text(cells: list[Cell]) -> str:
         if c.status != NOT_LISTED:
             counts[c.status] = counts.get(c.status, 0) + 1
     summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
-    return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, rows), "",
-                      f"{sum(counts.values())} combinations: {summary}"])
+    return "\n".join(
+        [
+            line(header),
+            line(["-" * w for w in widths]),
+            *map(line, rows),
+            "",
+            f"{sum(counts.values())} combinations: {summary}",
+        ]
+    )

@@ -148,9 +148,9 @@ def prepare(
     return state
 
 
-
-
-def build_image(state: BuildState, services: Services, *, force_rebuild: bool = False) -> BuildState:
+def build_image(
+    state: BuildState, services: Services, *, force_rebuild: bool = False
+) -> BuildState:
     """Build and push the image, or reuse the one the registry already has for this build key."""
     state = dataclasses.replace(state, logs=list(state.logs), timings_s=dict(state.timings_s))
     platform = state.platform_info
@@ -215,8 +215,10 @@ def run_tests(state: BuildState, services: Services) -> BuildState:
                 suite=suite,
                 script_path=script,
                 timeout_s=state.suite_timeouts[suite],
-                environment={"FACTORY_MANIFEST_ID": state.manifest_id,
-                             "FACTORY_PLATFORM": state.platform},
+                environment={
+                    "FACTORY_MANIFEST_ID": state.manifest_id,
+                    "FACTORY_PLATFORM": state.platform,
+                },
             )
             results.append(run)
             verdict = "timed out" if run.timed_out else f"exit {run.exit_code}"
@@ -226,8 +228,13 @@ def run_tests(state: BuildState, services: Services) -> BuildState:
         raise StateError(state, exc) from exc
     state.timings_s["test"] = round(time.monotonic() - started, 3)
     state.tests = [
-        {"suite": r.suite, "status": "pass" if r.passed else "fail", "exit_code": r.exit_code,
-         "duration_s": round(r.duration_s, 3), "timed_out": r.timed_out}
+        {
+            "suite": r.suite,
+            "status": "pass" if r.passed else "fail",
+            "exit_code": r.exit_code,
+            "duration_s": round(r.duration_s, 3),
+            "timed_out": r.timed_out,
+        }
         for r in results
     ]
     failed = [r for r in results if not r.passed]
@@ -237,7 +244,9 @@ def run_tests(state: BuildState, services: Services) -> BuildState:
         )
         tail = "\n".join(log_tail(r.output, 20) for r in failed)
         error = StageError(
-            f"test suite(s) failed for {state.label()}: {names}", stage="test", status="fail",
+            f"test suite(s) failed for {state.label()}: {names}",
+            stage="test",
+            status="fail",
             log_tail=tail,
         )
         raise StateError(state, error)
@@ -246,8 +255,9 @@ def run_tests(state: BuildState, services: Services) -> BuildState:
 
 def make_sbom(state: BuildState, services: Services) -> BuildState:
     """Write the CycloneDX SBOM of what the image holds, with the image digest as its subject."""
-    state = dataclasses.replace(state, logs=list(state.logs), timings_s=dict(state.timings_s),
-                                evidence=dict(state.evidence))
+    state = dataclasses.replace(
+        state, logs=list(state.logs), timings_s=dict(state.timings_s), evidence=dict(state.evidence)
+    )
     assert state.image is not None
     try:
         bom, seconds = sbom_module.image_sbom(
@@ -264,8 +274,12 @@ def make_sbom(state: BuildState, services: Services) -> BuildState:
     state.timings_s["sbom"] = round(seconds, 3)
     components = bom.get("components") or []
     state.evidence["sbom"] = {"uri": uri, "sha256": sha}
-    state.log("sbom", f"{len(components)} components: "
-              + ", ".join(f"{c.get('name')}@{c.get('version')}" for c in components) + "\n")
+    state.log(
+        "sbom",
+        f"{len(components)} components: "
+        + ", ".join(f"{c.get('name')}@{c.get('version')}" for c in components)
+        + "\n",
+    )
     return state
 
 
@@ -279,7 +293,11 @@ def _evidence_text(state: BuildState) -> str:
 
 
 def _write_record(
-    state: BuildState, services: Services, *, status: str, error: StageError | None,
+    state: BuildState,
+    services: Services,
+    *,
+    status: str,
+    error: StageError | None,
     partition: str | None,
 ) -> tuple[CompatibilityRecord, str]:
     if services.records.get("record", state.build_id) is not None:
@@ -288,10 +306,14 @@ def _write_record(
             "once. Materialize the whole chain to start a new build."
         )
         raise RecordExistsError(msg)
-    log_uri, log_sha = services.records.put("evidence", state.build_id,
-                                            _evidence_text(state).encode())
-    evidence: dict = {"log": {"uri": log_uri, "sha256": log_sha}, "sbom": state.evidence.get("sbom"),
-                      "provenance": None}
+    log_uri, log_sha = services.records.put(
+        "evidence", state.build_id, _evidence_text(state).encode()
+    )
+    evidence: dict = {
+        "log": {"uri": log_uri, "sha256": log_sha},
+        "sbom": state.evidence.get("sbom"),
+        "provenance": None,
+    }
     error_info = None
     if error is not None:
         error_info = ErrorInfo(stage=error.stage, message=str(error), log_tail=error.log_tail)
@@ -315,24 +337,32 @@ def _write_record(
         dagster=DagsterRef(run_id=state.run_id, partition=partition),
     )
     if error_info is not None:
-        services.records.put_json("error", state.build_id, {
-            "build_id": state.build_id, "manifest_id": state.manifest_id,
-            "platform": state.platform, "status": status, **error_info.model_dump(),
-            "evidence": log_uri, "finished_at": record.finished_at,
-        })
+        services.records.put_json(
+            "error",
+            state.build_id,
+            {
+                "build_id": state.build_id,
+                "manifest_id": state.manifest_id,
+                "platform": state.platform,
+                "status": status,
+                **error_info.model_dump(),
+                "evidence": log_uri,
+                "finished_at": record.finished_at,
+            },
+        )
     uri = services.records.write_record(record)
     return record, uri
 
 
-def record_success(state: BuildState, services: Services, *, partition: str | None = None
-                   ) -> tuple[CompatibilityRecord, str]:
+def record_success(
+    state: BuildState, services: Services, *, partition: str | None = None
+) -> tuple[CompatibilityRecord, str]:
     """Write the evidence log and a `pass` record."""
     return _write_record(state, services, status="pass", error=None, partition=partition)
 
 
-def record_failure(state: BuildState, error: StageError, services: Services, *,
-                   partition: str | None = None) -> tuple[CompatibilityRecord, str]:
+def record_failure(
+    state: BuildState, error: StageError, services: Services, *, partition: str | None = None
+) -> tuple[CompatibilityRecord, str]:
     """Write the evidence log, `errors/error-<build_id>.json` and a `fail`/`error` record."""
     return _write_record(state, services, status=error.status, error=error, partition=partition)
-
-

@@ -15,8 +15,16 @@ from factory.registry import RegistryClient, split_image
 from factory.store import LoadedStore
 
 REASONS = (
-    "new", "base_changed", "template_changed", "fragment_changed", "tests_changed",
-    "manifest_changed", "last_failed", "forced", "up_to_date", "no_executor",
+    "new",
+    "base_changed",
+    "template_changed",
+    "fragment_changed",
+    "tests_changed",
+    "manifest_changed",
+    "last_failed",
+    "forced",
+    "up_to_date",
+    "no_executor",
 )
 
 
@@ -52,7 +60,8 @@ class RecordIndex:
             key = (record.manifest_id, record.platform)
             current = index.latest.get(key)
             if current is None or (record.finished_at, record.build_id) > (
-                current.finished_at, current.build_id
+                current.finished_at,
+                current.build_id,
             ):
                 index.latest[key] = record
             if record.image is not None and record.image.digest:

@@ -43,7 +43,9 @@ def _environment() -> SandboxedEnvironment:
         undefined=StrictUndefined, keep_trailing_newline=True, autoescape=False
     )
     # Dockerfile LABEL values are JSON-quoted so spaces and quotes survive.
-    env.filters["dockerquote"] = lambda v: '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
+    env.filters["dockerquote"] = lambda v: (
+        '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
+    )
     return env
 
 

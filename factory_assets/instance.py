@@ -1,4 +1,4 @@
-"""Preparing the Dagster instance at DAGSTER_HOME and keeping its partitions in step with the store."""
+"""Preparing the Dagster instance at DAGSTER_HOME; keeping its partitions in step with the store."""
 
 import os
 import shutil

@@ -102,8 +102,9 @@ def run_items(
             try:
                 outcome = future.result()
             except Exception as exc:  # a worker that died: report, keep the others going
-                outcome = RunOutcome(item.manifest_id, item.platform, None, False,
-                                     f"worker failed: {exc}", 0.0)
+                outcome = RunOutcome(
+                    item.manifest_id, item.platform, None, False, f"worker failed: {exc}", 0.0
+                )
             outcomes.append(outcome)
             on_done(item, outcome)
     return outcomes

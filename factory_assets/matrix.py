@@ -36,7 +36,8 @@ def compatibility_matrix(
     # Without a plan the matrix cannot tell stale cells; it still marks GPU cells not run here.
     plan_items = [
         PlanItem(m, p.name, p.pool, "skip", False, ["no_executor"], "", "", "normal")
-        for m, p in store.combinations() if p.gpu and not gpu
+        for m, p in store.combinations()
+        if p.gpu and not gpu
     ]
     cells = matrix_cells(store, index, plan_items)
     header, rows = matrix_table(cells)

@@ -11,6 +11,7 @@ from typing import NoReturn
 import dagster as dg
 
 from factory.errors import FactoryError, NoExecutorError
+from factory.keys import BUILD_RECIPE_VERSION
 from factory.pipeline import (
     BuildState,
     Services,
@@ -22,7 +23,6 @@ from factory.pipeline import (
     record_success,
     run_tests,
 )
-from factory.keys import BUILD_RECIPE_VERSION
 from factory.platforms import Platform
 from factory_assets.inputs import inputs_key
 from factory_assets.partitions import PARTITIONS
@@ -94,8 +94,12 @@ def build_platform_chain(platform: Platform) -> list[dg.AssetsDefinition]:
     def upstream(name: str) -> dict:
         return {"state": dg.AssetIn(key=dg.AssetKey([slug, name]))}
 
-    @dg.asset(name="dockerfile", description=f"The Dockerfile rendered for {platform.name}.",
-              deps=[inputs_key(platform)], **common)
+    @dg.asset(
+        name="dockerfile",
+        description=f"The Dockerfile rendered for {platform.name}.",
+        deps=[inputs_key(platform)],
+        **common,
+    )
     def dockerfile(
         context: dg.AssetExecutionContext,
         manifest_store: ManifestStore,
@@ -106,14 +110,16 @@ def build_platform_chain(platform: Platform) -> list[dg.AssetsDefinition]:
         services = _services(docker_builder, registry, record_store, gpu=platform.gpu)
         try:
             store = manifest_store.load()
-            state = prepare(store, context.partition_key, platform, services=services,
-                            run_id=context.run_id)
+            state = prepare(
+                store, context.partition_key, platform, services=services, run_id=context.run_id
+            )
         except StateError as err:
             _fail(context, err, services)
         except (NoExecutorError, FactoryError, KeyError) as exc:
             # Nothing was built: no record, but a message that says what to do.
-            raise dg.Failure(description=f"{context.partition_key} on {platform.name}: {exc}"
-                             ) from exc
+            raise dg.Failure(
+                description=f"{context.partition_key} on {platform.name}: {exc}"
+            ) from exc
         context.log.info(f"build {state.build_id}: {state.image_ref}")
         return dg.Output(
             state,
@@ -127,9 +133,12 @@ def build_platform_chain(platform: Platform) -> list[dg.AssetsDefinition]:
             },
         )
 
-    @dg.asset(name="image", ins=upstream("dockerfile"),
-              description=f"The image built with BuildKit for {platform.name} and pushed.",
-              **common)
+    @dg.asset(
+        name="image",
+        ins=upstream("dockerfile"),
+        description=f"The image built with BuildKit for {platform.name} and pushed.",
+        **common,
+    )
     def image(
         context: dg.AssetExecutionContext,
         config: ImageConfig,
@@ -159,9 +168,12 @@ def build_platform_chain(platform: Platform) -> list[dg.AssetsDefinition]:
             },
         )
 
-    @dg.asset(name="test_report", ins=upstream("image"),
-              description=f"The image's test suites run in containers on {platform.name}.",
-              **common)
+    @dg.asset(
+        name="test_report",
+        ins=upstream("image"),
+        description=f"The image's test suites run in containers on {platform.name}.",
+        **common,
+    )
     def test_report(
         context: dg.AssetExecutionContext,
         state: BuildState,
@@ -181,14 +193,20 @@ def build_platform_chain(platform: Platform) -> list[dg.AssetsDefinition]:
                 "status": "pass",
                 "test_s": state.timings_s["test"],
                 "suites": dg.MetadataValue.md(
-                    "\n".join(f"- {t['suite']}: {t['status']} ({t['duration_s']}s)"
-                              for t in state.tests) or "no suites"
+                    "\n".join(
+                        f"- {t['suite']}: {t['status']} ({t['duration_s']}s)" for t in state.tests
+                    )
+                    or "no suites"
                 ),
             },
         )
 
-    @dg.asset(name="sbom", ins=upstream("test_report"),
-              description=f"The CycloneDX SBOM of the {platform.name} image.", **common)
+    @dg.asset(
+        name="sbom",
+        ins=upstream("test_report"),
+        description=f"The CycloneDX SBOM of the {platform.name} image.",
+        **common,
+    )
     def sbom(
         context: dg.AssetExecutionContext,
         state: BuildState,
@@ -211,8 +229,12 @@ def build_platform_chain(platform: Platform) -> list[dg.AssetsDefinition]:
             },
         )
 
-    @dg.asset(name="compatibility_record", ins=upstream("sbom"),
-              description=f"The immutable compatibility record for {platform.name}.", **common)
+    @dg.asset(
+        name="compatibility_record",
+        ins=upstream("sbom"),
+        description=f"The immutable compatibility record for {platform.name}.",
+        **common,
+    )
     def compatibility_record(
         context: dg.AssetExecutionContext,
         state: BuildState,
@@ -221,8 +243,12 @@ def build_platform_chain(platform: Platform) -> list[dg.AssetsDefinition]:
         record_store: RecordStore,
     ) -> dg.Output:
         _check_same_partition(context, state)
-        services = Services(engine=docker_builder.engine(), records=record_store.open(),
-                            work_dir=record_store.work_dir, registry=registry.address)
+        services = Services(
+            engine=docker_builder.engine(),
+            records=record_store.open(),
+            work_dir=record_store.work_dir,
+            registry=registry.address,
+        )
         try:
             record, uri = record_success(state, services, partition=context.partition_key)
         except FactoryError as exc:
@@ -247,4 +273,3 @@ def build_platform_chain(platform: Platform) -> list[dg.AssetsDefinition]:
         )
 
     return [dockerfile, image, test_report, sbom, compatibility_record]
-

@@ -29,8 +29,12 @@ def build_nightly_schedule(platform: Platform, job) -> dg.ScheduleDefinition:
             dg.RunRequest(
                 run_key=f"nightly-{stamp}-{platform.slug}-{key}",
                 partition_key=key,
-                tags={"factory/manifest_id": key, "factory/platform": platform.name,
-                      "factory/pool": platform.pool, "factory/reasons": "nightly"},
+                tags={
+                    "factory/manifest_id": key,
+                    "factory/platform": platform.name,
+                    "factory/pool": platform.pool,
+                    "factory/reasons": "nightly",
+                },
             )
             for key in keys
         ]

@@ -8,7 +8,7 @@ from factory import record_store
 
 
 class RecordStore(dg.ConfigurableResource):
-    """Records and evidence under a local data dir (`.factory/records`, `.factory/evidence`, ...)."""
+    """Records and evidence under a local data dir (`.factory/records`, `.factory/evidence`)."""
 
     data_dir: str
 

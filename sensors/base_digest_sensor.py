@@ -64,7 +64,8 @@ def base_digest_sensor(
         return dg.SensorResult(skip_reason="no base digest moved", cursor=cursor.dump())
     try:
         items = [
-            i for i in runnable_items(store, resolved, record_store, docker_builder)
+            i
+            for i in runnable_items(store, resolved, record_store, docker_builder)
             if _pair(store.manifest(i.manifest_id).base, oci_platform(i.platform)) in moved
         ]
     except FactoryError as exc:

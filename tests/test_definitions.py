@@ -23,7 +23,9 @@ def test_every_platform_has_its_chain_partitioned_and_pooled():
             spec = defs.resolve_assets_def(key).get_op_def_for_asset_key(key)
             config = json.loads(spec.tags["dagster-k8s/config"])
             assert config["pod_spec_config"]["node_selector"]["kubernetes.io/arch"] in (
-                "amd64", "arm64")
+                "amd64",
+                "arm64",
+            )
         parents = graph.get(dg.AssetKey([platform.slug, "image"])).parent_keys
         assert parents == {dg.AssetKey([platform.slug, "dockerfile"])}
 

@@ -9,10 +9,14 @@ from factory.settings import PROJECT_ROOT
 EXAMPLE = PROJECT_ROOT / "control_plane" / "data"
 
 
-def example_store_copy(tmp_path: Path, manifests: dict | None = None, *,
-                       files: dict[str, str] | None = None,
-                       suites: dict[str, dict] | None = None,
-                       modules: dict[str, dict] | None = None) -> Path:
+def example_store_copy(
+    tmp_path: Path,
+    manifests: dict | None = None,
+    *,
+    files: dict[str, str] | None = None,
+    suites: dict[str, dict] | None = None,
+    modules: dict[str, dict] | None = None,
+) -> Path:
     """Copy the example store into tmp_path, replace its manifests, add files/suites/modules."""
     root = tmp_path / "store"
     shutil.copytree(EXAMPLE, root)

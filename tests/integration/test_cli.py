@@ -24,13 +24,26 @@ def env_for(tmp_path: Path, store: Path) -> dict[str, str]:
     shutil.copyfile(PROJECT_ROOT / "dagster.yaml", home / "dagster.yaml")
     # The engine is found through the default data dir; a test data dir has none of its own.
     engine = docker_host(Settings.from_env())
-    return {**os.environ, "DAGSTER_HOME": str(home), "FACTORY_MANIFEST_STORE": str(store),
-            "FACTORY_DATA_DIR": str(tmp_path / "data"), "DOCKER_HOST": engine}
+    return {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "FACTORY_MANIFEST_STORE": str(store),
+        "FACTORY_DATA_DIR": str(tmp_path / "data"),
+        "DOCKER_HOST": engine,
+    }
 
 
 def run(args, env, timeout=600):
-    return subprocess.run(args, env=env, cwd=PROJECT_ROOT, capture_output=True, text=True,
-                          timeout=timeout, stdin=subprocess.DEVNULL, check=False)
+    return subprocess.run(
+        args,
+        env=env,
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
 
 
 def test_dagster_definitions_validate(tmp_path):
@@ -44,24 +57,47 @@ def test_dagster_asset_materialize_one_partition(services, tmp_path):
     env = env_for(tmp_path, store)
     with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
         instance.add_dynamic_partitions("manifests_linux_amd64", ["cli_one"])
-    chain = ",".join(f"linux_amd64/{a}" for a in
-                     ("dockerfile", "image", "test_report", "sbom", "compatibility_record"))
-    proc = run([BIN / "dagster", "asset", "materialize", "-m", "factory_assets.definitions",
-                "--select", chain, "--partition", "cli_one"], env)
+    chain = ",".join(
+        f"linux_amd64/{a}"
+        for a in ("dockerfile", "image", "test_report", "sbom", "compatibility_record")
+    )
+    proc = run(
+        [
+            BIN / "dagster",
+            "asset",
+            "materialize",
+            "-m",
+            "factory_assets.definitions",
+            "--select",
+            chain,
+            "--partition",
+            "cli_one",
+        ],
+        env,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     [record] = LocalRecordStore(tmp_path / "data").records()
     assert (record.manifest_id, record.status, record.dagster.partition) == (
-        "cli_one", "pass", "cli_one")
+        "cli_one",
+        "pass",
+        "cli_one",
+    )
     with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
         assert instance.get_run_by_id(record.dagster.run_id).is_success
 
 
 def test_factory_run_records_then_has_nothing_to_do(services, tmp_path):
-    store = example_store_copy(tmp_path, {
-        "run_ok": manifest(platforms=["linux/amd64", "linux/amd64+gpu"]),
-        "run_fail": manifest(fragments={"security": "0.1.0", "core": "0.1.0", "legacy": "0.1.0"},
-                             platforms=["linux/arm64"], tests=["agent"]),
-    })
+    store = example_store_copy(
+        tmp_path,
+        {
+            "run_ok": manifest(platforms=["linux/amd64", "linux/amd64+gpu"]),
+            "run_fail": manifest(
+                fragments={"security": "0.1.0", "core": "0.1.0", "legacy": "0.1.0"},
+                platforms=["linux/arm64"],
+                tests=["agent"],
+            ),
+        },
+    )
     env = env_for(tmp_path, store)
     first = run([BIN / "factory", "run"], env, timeout=900)
     assert first.returncode == 0, first.stdout + first.stderr
@@ -69,7 +105,7 @@ def test_factory_run_records_then_has_nothing_to_do(services, tmp_path):
     assert "pass  run_ok linux/amd64" in out
     assert "fail  run_fail linux/arm64" in out
     assert "run_ok linux/amd64+gpu: no_executor" in out
-    matrix = out[out.index("manifest "):]
+    matrix = out[out.index("manifest ") :]
     assert "not run" in matrix and "pass" in matrix and "fail" in matrix
 
     with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
@@ -84,4 +120,7 @@ def test_factory_run_records_then_has_nothing_to_do(services, tmp_path):
     assert "(build:" not in second.stdout
     records = list(LocalRecordStore(tmp_path / "data").records())
     assert sorted((r.manifest_id, r.status) for r in records) == [
-        ("run_fail", "fail"), ("run_fail", "fail"), ("run_ok", "pass")]
+        ("run_fail", "fail"),
+        ("run_fail", "fail"),
+        ("run_ok", "pass"),
+    ]

@@ -79,25 +79,42 @@ def test_combination_passes_end_to_end(services, tmp_path, platform):
     assert "smoke ok: e2e on" in log and "===== build =====" in log
 
     # The materialization carries the figures a user plots.
-    mat = result.asset_materializations_for_node(
-        f"{BY_NAME[platform].slug}__compatibility_record")[0]
-    for key in ("status", "image_digest", "build_s", "test_s", "steps", "cached_steps",
-                "size_bytes", "layers", "record"):
+    mat = result.asset_materializations_for_node(f"{BY_NAME[platform].slug}__compatibility_record")[
+        0
+    ]
+    for key in (
+        "status",
+        "image_digest",
+        "build_s",
+        "test_s",
+        "steps",
+        "cached_steps",
+        "size_bytes",
+        "layers",
+        "record",
+    ):
         assert key in mat.metadata, key
 
 
 def test_failing_suite_gives_fail_with_its_output_in_the_error_file(services, tmp_path):
     store = example_store_copy(
-        tmp_path, {"failing": manifest(tests=["smoke", "broken"])},
+        tmp_path,
+        {"failing": manifest(tests=["smoke", "broken"])},
         suites={"broken": {"path": "tests/broken.sh", "timeout_s": 30}},
-        files={"tests/broken.sh": "#!/bin/sh\necho 'checking widgets'\necho 'widget 7 is bent' >&2\nexit 3\n"},
+        files={
+            "tests/broken.sh": (
+                "#!/bin/sh\necho 'checking widgets'\necho 'widget 7 is bent' >&2\nexit 3\n"
+            )
+        },
     )
     result, records = materialize(services, store, tmp_path / "data", "failing", "linux/amd64")
     assert not result.success
     [record] = records
     assert record.status == "fail" and record.error.stage == "test"
     assert [(t.suite, t.status, t.exit_code) for t in record.tests] == [
-        ("smoke", "pass", 0), ("broken", "fail", 3)]
+        ("smoke", "pass", 0),
+        ("broken", "fail", 3),
+    ]
     error = json.loads((tmp_path / "data" / "errors" / f"error-{record.build_id}.json").read_text())
     assert error["stage"] == "test" and "widget 7 is bent" in error["log_tail"]
     message = failure_message(result)
@@ -106,7 +123,8 @@ def test_failing_suite_gives_fail_with_its_output_in_the_error_file(services, tm
 
 def test_broken_fragment_gives_error_at_stage_build(services, tmp_path):
     store = example_store_copy(
-        tmp_path, {"broken": manifest(fragments={"security": "0.1.0", "bad": "0.1.0"})},
+        tmp_path,
+        {"broken": manifest(fragments={"security": "0.1.0", "bad": "0.1.0"})},
         modules={"bad": {"0.1.0": {"path": "modules/bad/0.1.0.Dockerfile"}}},
         files={"modules/bad/0.1.0.Dockerfile": "RUN echo 'about to fail' && exit 7\n"},
     )
@@ -122,7 +140,8 @@ def test_broken_fragment_gives_error_at_stage_build(services, tmp_path):
 
 def test_timed_out_suite_gives_fail(services, tmp_path):
     store = example_store_copy(
-        tmp_path, {"slow": manifest(tests=["sleepy"])},
+        tmp_path,
+        {"slow": manifest(tests=["sleepy"])},
         suites={"sleepy": {"path": "tests/sleepy.sh", "timeout_s": 2}},
         files={"tests/sleepy.sh": "#!/bin/sh\necho started\nsleep 60\n"},
     )

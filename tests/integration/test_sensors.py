@@ -10,7 +10,6 @@ from factory.planning import RecordIndex, plan, resolve_base_digests
 from factory.record_store import LocalRecordStore
 from factory.records import utc_now
 from factory.store import load_store
-from factory.ticks import Cursor
 from resources import DockerBuilder, ManifestStore, RecordStore
 from sensors import base_digest_sensor, manifest_change_sensor
 from tests.integration.stores import example_store_copy, manifest
@@ -67,15 +66,24 @@ def record_everything_passed(store_path, data_dir):
     records = LocalRecordStore(data_dir)
     for item in plan(store, digests, RecordIndex(), gpu_available=False):
         if item.action == "run":
-            records.write_record(make_record(
-                manifest_id=item.manifest_id, platform=item.platform, pool=item.pool,
-                build_key=item.build_key, record_key=item.record_key, inputs={},
-                finished_at=utc_now()))
+            records.write_record(
+                make_record(
+                    manifest_id=item.manifest_id,
+                    platform=item.platform,
+                    pool=item.pool,
+                    build_key=item.build_key,
+                    record_key=item.record_key,
+                    inputs={},
+                    finished_at=utc_now(),
+                )
+            )
 
 
 def partitions(instance):
-    return {name: sorted(instance.get_dynamic_partitions(name)) for name in
-            ("manifests_linux_amd64", "manifests_linux_arm64", "manifests_linux_amd64_gpu")}
+    return {
+        name: sorted(instance.get_dynamic_partitions(name))
+        for name in ("manifests_linux_amd64", "manifests_linux_arm64", "manifests_linux_amd64_gpu")
+    }
 
 
 def test_manifest_sensor_requests_exactly_what_changed(services, instance, tmp_path):
@@ -189,31 +197,43 @@ def test_base(services):
 
     def refresh_arm64() -> str:
         fresh = copy_image(client, repo, copies["linux/arm64"], repo, relabel=uuid.uuid4().hex)
-        client.put_index(repo, "1.35", [(copies["linux/amd64"], "linux/amd64"),
-                                        (fresh, "linux/arm64")])
+        client.put_index(
+            repo, "1.35", [(copies["linux/amd64"], "linux/amd64"), (fresh, "linux/arm64")]
+        )
         return fresh
 
     return f"{services.registry}/{repo}", refresh_arm64
 
 
-def test_base_digest_sensor_rebuilds_exactly_the_moved_platform(services, instance, tmp_path,
-                                                                 test_base):
+def test_base_digest_sensor_rebuilds_exactly_the_moved_platform(
+    services, instance, tmp_path, test_base
+):
     from factory.records import utc_now as now
     from tests.integration.test_pipeline import materialize
 
     image, refresh_arm64 = test_base
-    store_path = example_store_copy(tmp_path, {
-        "on_test": manifest(platforms=["linux/amd64", "linux/arm64"]) | {"base": "tbase"},
-        "on_test_arm": manifest(platforms=["linux/arm64"]) | {"base": "tbase"},
-        "on_busybox": manifest(platforms=["linux/arm64"]),
-    })
+    store_path = example_store_copy(
+        tmp_path,
+        {
+            "on_test": manifest(platforms=["linux/amd64", "linux/arm64"]) | {"base": "tbase"},
+            "on_test_arm": manifest(platforms=["linux/arm64"]) | {"base": "tbase"},
+            "on_busybox": manifest(platforms=["linux/arm64"]),
+        },
+    )
     doc = json.loads(store_path.read_text())
-    doc["bases"]["tbase"] = {"image": image, "tag": "1.35",
-                             "platforms": ["linux/amd64", "linux/arm64"]}
+    doc["bases"]["tbase"] = {
+        "image": image,
+        "tag": "1.35",
+        "platforms": ["linux/amd64", "linux/arm64"],
+    }
     store_path.write_text(json.dumps(doc))
     data = tmp_path / "data"
-    for manifest_id, platform in (("on_test", "linux/amd64"), ("on_test", "linux/arm64"),
-                                  ("on_test_arm", "linux/arm64"), ("on_busybox", "linux/arm64")):
+    for manifest_id, platform in (
+        ("on_test", "linux/amd64"),
+        ("on_test", "linux/arm64"),
+        ("on_test_arm", "linux/arm64"),
+        ("on_busybox", "linux/arm64"),
+    ):
         result, _ = materialize(services, store_path, data, manifest_id, platform)
         assert result.success, (manifest_id, platform)
     before = {r.build_id: r for r in LocalRecordStore(data).records()}
@@ -239,9 +259,10 @@ def test_base_digest_sensor_rebuilds_exactly_the_moved_platform(services, instan
     after = list(LocalRecordStore(data).records())
     fresh = [r for r in after if r.build_id not in before]
     assert sorted((r.manifest_id, r.platform) for r in fresh) == [
-        ("on_test", "linux/arm64"), ("on_test_arm", "linux/arm64")]
-    assert all(r.inputs["base"]["digest"] == new_arm64 and r.finished_at > started
-               for r in fresh)
+        ("on_test", "linux/arm64"),
+        ("on_test_arm", "linux/arm64"),
+    ]
+    assert all(r.inputs["base"]["digest"] == new_arm64 and r.finished_at > started for r in fresh)
     for build_id, record in before.items():  # earlier records, amd64 among them, stay as they were
         assert LocalRecordStore(data).get("record", build_id) is not None
         assert record in after
@@ -253,7 +274,8 @@ def test_base_digest_sensor_skips_when_the_registry_does_not_answer(services, in
     doc = json.loads(store_path.read_text())
     doc["bases"]["busybox"]["image"] = "127.0.0.1:1/factory/base/busybox"
     store_path.write_text(json.dumps(doc))
-    skip, requests, new_cursor = tick(base_digest_sensor, instance, store_path,
-                                      tmp_path / "data", cursor)
+    skip, requests, new_cursor = tick(
+        base_digest_sensor, instance, store_path, tmp_path / "data", cursor
+    )
     assert requests == [] and new_cursor == cursor
     assert "127.0.0.1:1" in skip.skip_message and "retrying next tick" in skip.skip_message

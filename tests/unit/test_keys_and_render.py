@@ -37,16 +37,21 @@ def test_keys_are_deterministic(tmp_path):
         ({"platform": GPU}, True, True),
         ({"files": {"modules/light/0.1.0.Dockerfile": "ENV X=2\n"}}, True, True),
         ({"files": {"templates/service.Dockerfile.j2": "FROM {{ base }}\n"}}, True, True),
-        ({"mutate": lambda d: d["manifests"]["llm_factory"]["fragments"].update(core="0.2.0")},
-         True, True),
+        (
+            {"mutate": lambda d: d["manifests"]["llm_factory"]["fragments"].update(core="0.2.0")},
+            True,
+            True,
+        ),
         # A test-suite-only change re-tests: same image, new record.
         ({"files": {"tests/smoke.sh": "#!/bin/sh\nexit 0\n"}}, False, True),
-        ({"mutate": lambda d: d["manifests"]["llm_factory"].update(tests=["smoke", "http"])},
-         False, True),
+        (
+            {"mutate": lambda d: d["manifests"]["llm_factory"].update(tests=["smoke", "http"])},
+            False,
+            True,
+        ),
         ({"mutate": lambda d: d["test_suites"]["smoke"].update(timeout_s=5)}, False, True),
         # Priority shapes neither the image nor its tests.
-        ({"mutate": lambda d: d["manifests"]["llm_factory"].update(priority="high")},
-         False, False),
+        ({"mutate": lambda d: d["manifests"]["llm_factory"].update(priority="high")}, False, False),
         # Another manifest's change does not touch this one.
         ({"mutate": lambda d: d["manifests"]["web"].update(priority="normal")}, False, False),
     ],
@@ -80,8 +85,10 @@ def render(tmp_path, files=None, platform=AMD64):
 def test_render_pins_base_and_orders_fragments(tmp_path):
     text = render(tmp_path).text
     assert "FROM 127.0.0.1:5000/factory/base/busybox@" + DIGEST_A in text
-    assert text.index("fragment: security") < text.index("fragment: core") < text.index(
-        "fragment: light"
+    assert (
+        text.index("fragment: security")
+        < text.index("fragment: core")
+        < text.index("fragment: light")
     )
     assert 'LABEL io.factory.platform="linux/amd64"' in text
     assert "io.factory.build-key" in text

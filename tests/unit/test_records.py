@@ -35,9 +35,26 @@ def test_record_round_trips_with_every_contract_field(tmp_path):
     uri = store.write_record(record)
     assert uri.startswith("file://") and uri.endswith(f"records/{record.build_id}.json")
     data = json.loads((tmp_path / "records" / f"{record.build_id}.json").read_text())
-    for key in ("record_version", "build_id", "manifest_id", "platform", "pool", "status",
-                "build_key", "record_key", "inputs", "image", "tests", "cache", "timings_s",
-                "evidence", "error", "started_at", "finished_at", "dagster"):
+    for key in (
+        "record_version",
+        "build_id",
+        "manifest_id",
+        "platform",
+        "pool",
+        "status",
+        "build_key",
+        "record_key",
+        "inputs",
+        "image",
+        "tests",
+        "cache",
+        "timings_s",
+        "evidence",
+        "error",
+        "started_at",
+        "finished_at",
+        "dagster",
+    ):
         assert key in data, key
     assert data["record_version"] == 1
     assert parse_record(data) == record
@@ -72,8 +89,9 @@ def test_concurrent_writers_of_one_build_id_leave_one_complete_record(tmp_path):
         except RecordExistsError:
             results.append("refused")
 
-    threads = [threading.Thread(target=write, args=("pass" if i % 2 else "fail",))
-               for i in range(20)]
+    threads = [
+        threading.Thread(target=write, args=("pass" if i % 2 else "fail",)) for i in range(20)
+    ]
     for t in threads:
         t.start()
     for t in threads:
