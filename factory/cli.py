@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from factory import services as services_module
-from factory.errors import FactoryError
+from factory.errors import FactoryError, StoreError
 from factory.settings import Settings
 
 PLATFORM_CHOICE = click.Choice(["linux/amd64", "linux/arm64", "linux/amd64+gpu"])
@@ -174,8 +174,7 @@ def run(manifest_store, manifest_ids, platforms, force, parallel) -> None:
     import dagster as dg
 
     from factory.matrix import format_text, matrix_cells
-    from factory.planning import RecordIndex
-    from factory.record_store import LocalRecordStore
+    from factory.record_store import LocalRecordStore, RecordWatcher
     from factory_assets.instance import prepare_dagster_home, sync_partitions
     from factory_assets.launcher import materialize_matrix, run_items
 
@@ -207,56 +206,50 @@ def run(manifest_store, manifest_ids, platforms, force, parallel) -> None:
         )
 
     records = LocalRecordStore(settings.data_dir)
+    watcher = RecordWatcher(records)
 
     def on_done(item, outcome) -> None:
         done["n"] += 1
-        mine = [r for r in _records_of_run(records, outcome.run_id)]
-        if mine:
-            r = mine[0]
-            detail = (
-                f"build {r.timings_s.get('build', 0):.1f}s "
-                f"({r.cache.cached}/{r.cache.steps} cached), "
-                f"test {r.timings_s.get('test', 0):.1f}s"
-            )
-            if r.error:
-                detail = f"stage {r.error.stage}: {r.error.message}"
-            click.echo(
-                f"[{done['n']}/{total}] {r.status:5} {item.manifest_id} {item.platform} "
-                f"in {outcome.seconds:.1f}s: {detail} (run {outcome.run_id[:8]})"
-            )
-        else:
+        record = watcher.record_of(outcome.run_id)
+        if record is None:
             click.echo(
                 f"[{done['n']}/{total}] NOT RECORDED {item.manifest_id} {item.platform}: "
                 f"{outcome.message}",
                 err=True,
             )
+            return
+        if record.error:
+            detail = f"stage {record.error.stage}: {record.error.message}"
+        else:
+            detail = (
+                f"build {record.timings_s.get('build', 0):.1f}s "
+                f"({record.cache.cached}/{record.cache.steps} cached), "
+                f"test {record.timings_s.get('test', 0):.1f}s"
+            )
+        click.echo(
+            f"[{done['n']}/{total}] {record.status:5} {item.manifest_id} {item.platform} "
+            f"in {outcome.seconds:.1f}s: {detail} (run {outcome.run_id[:8]})"
+        )
 
-    outcomes = (
-        run_items(todo, parallel=parallel, force_rebuild=force, on_start=on_start, on_done=on_done)
-        if todo
-        else []
-    )
-    if not todo:
+    outcomes = []
+    if todo:
+        outcomes = run_items(
+            todo, parallel=parallel, force_rebuild=force, on_start=on_start, on_done=on_done
+        )
+    else:
         click.echo("nothing to run: every combination has a passing record for its current keys")
     if not materialize_matrix():
         click.echo("warning: the compatibility_matrix asset did not materialize", err=True)
-    _, _, fresh = _plan(settings, manifest_ids=(), platforms=(), force=False)
-    index = RecordIndex.from_records(records.records())
+    _, index, fresh = _plan(settings, manifest_ids=(), platforms=(), force=False)
     click.echo("")
     click.echo(format_text(matrix_cells(store, index, fresh)))
-    unrecorded = [o for o in outcomes if not _records_of_run(records, o.run_id)]
+    unrecorded = [o for o in outcomes if watcher.record_of(o.run_id) is None]
     if unrecorded:
         msg = (
             f"{len(unrecorded)} combination(s) could not be recorded; see the messages above and "
             "the runs in `dagster dev -w workspace.yaml`"
         )
         raise click.ClickException(msg)
-
-
-def _records_of_run(records, run_id):
-    if run_id is None:
-        return []
-    return [r for r in records.records() if r.dagster.run_id == run_id]
 
 
 @main.command()
@@ -267,12 +260,22 @@ def _records_of_run(records, run_id):
 def matrix(manifest_store, fmt) -> None:
     """Print the compatibility matrix (manifest x platform) from the newest records."""
     from factory.matrix import format_text, matrix_cells
+    from factory.planning import RecordIndex
+    from factory.record_store import LocalRecordStore
+    from factory.store import load_store
 
     settings = _settings(manifest_store)
     try:
         store, index, items = _plan(settings, manifest_ids=(), platforms=(), force=False)
-    except (FactoryError, KeyError) as exc:
+    except StoreError as exc:
         raise _fail(exc) from None
+    except FactoryError as exc:
+        # Without the registry or the engine the records still tell the statuses; only the
+        # "stale" marks (keys changed since the record) need the current plan.
+        click.echo(f"note: without the current plan ({exc}); stale cells are not marked", err=True)
+        store = load_store(settings.manifest_store)
+        index = RecordIndex.from_records(LocalRecordStore(settings.data_dir).records())
+        items = None
     cells = matrix_cells(store, index, items)
     if fmt == "json":
         click.echo(json.dumps([c.__dict__ for c in cells], indent=2))

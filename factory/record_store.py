@@ -129,3 +129,22 @@ class LocalRecordStore(RecordStore):
             for name in os.listdir(directory)
             if name.startswith(prefix) and name.endswith(suffix) and not name.startswith(".")
         )
+
+
+class RecordWatcher:
+    """The records written since the watcher was made, found by the Dagster run that wrote them."""
+
+    def __init__(self, store: RecordStore):
+        self.store = store
+        self._seen = set(store.list_ids("record"))
+        self._by_run: dict[str, CompatibilityRecord] = {}
+
+    def record_of(self, run_id: str | None) -> CompatibilityRecord | None:
+        for build_id in set(self.store.list_ids("record")) - self._seen:
+            self._seen.add(build_id)
+            data = self.store.get("record", build_id)
+            if data is not None:
+                record = CompatibilityRecord.model_validate_json(data)
+                if record.dagster.run_id:
+                    self._by_run[record.dagster.run_id] = record
+        return self._by_run.get(run_id) if run_id else None
