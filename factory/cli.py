@@ -3,6 +3,7 @@
 import json
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -15,10 +16,11 @@ PLATFORM_CHOICE = click.Choice(["linux/amd64", "linux/arm64", "linux/amd64+gpu"]
 
 
 def _settings(manifest_store: str | None) -> Settings:
-    """Settings from the environment; `--manifest-store` wins and is exported."""
+    """Settings from the environment, with `--manifest-store` taking precedence."""
+    settings = Settings.from_env()
     if manifest_store:
-        os.environ["FACTORY_MANIFEST_STORE"] = str(Path(manifest_store).resolve())
-    return Settings.from_env()
+        settings = replace(settings, manifest_store=Path(manifest_store).resolve())
+    return settings
 
 
 def _fail(exc: Exception) -> "click.ClickException":
@@ -179,6 +181,8 @@ def run(manifest_store, manifest_ids, platforms, force, parallel) -> None:
     from factory_assets.launcher import materialize_matrix, run_items
 
     settings = _settings(manifest_store)
+    # The runs execute in worker processes that load the code location from the environment.
+    os.environ["FACTORY_MANIFEST_STORE"] = str(settings.manifest_store)
     try:
         home = prepare_dagster_home(settings)
         store, _, items = _plan(

@@ -5,10 +5,14 @@ import uuid
 
 import dagster as dg
 import pytest
+from click.testing import CliRunner
 
+from factory.cli import main
 from factory.planning import RecordIndex, plan, resolve_base_digests
 from factory.record_store import LocalRecordStore
 from factory.records import utc_now
+from factory.services import docker_host
+from factory.settings import Settings
 from factory.store import load_store
 from resources import DockerBuilder, ManifestStore, RecordStore
 from sensors import base_digest_sensor, manifest_change_sensor
@@ -53,6 +57,15 @@ def apply_partition_requests(instance, result):
         else:
             for key in request.partition_keys:
                 instance.delete_dynamic_partition(request.partitions_def_name, key)
+
+
+def plan_json(store_path, data_dir):
+    env = {"FACTORY_DATA_DIR": str(data_dir), "DOCKER_HOST": docker_host(Settings.from_env())}
+    result = CliRunner().invoke(
+        main, ["plan", "--json", "--manifest-store", str(store_path)], env=env
+    )
+    assert result.exit_code == 0, result.output
+    return json.loads(result.output)
 
 
 def combos(requests):
@@ -112,6 +125,14 @@ def test_manifest_sensor_requests_exactly_what_changed(services, instance, tmp_p
     result, requests, cursor = tick(manifest_change_sensor, instance, store_path, data, cursor)
     assert combos(requests) == [("llm_factory", "linux/amd64"), ("llm_factory", "linux/arm64")]
     assert all("fragment_changed" in r.tags["factory/reasons"] for r in requests)
+    # `factory plan --json` says the same, with the same keys and reasons.
+    planned = [i for i in plan_json(store_path, data) if i["action"] == "run"]
+    assert sorted((i["manifest_id"], i["platform"]) for i in planned) == combos(requests)
+    by_combo = {(r.partition_key, r.tags["factory/platform"]): r for r in requests}
+    for item in planned:
+        request = by_combo[(item["manifest_id"], item["platform"])]
+        assert request.run_key == item["record_key"] and item["rebuild"] is True
+        assert request.tags["factory/reasons"] == ",".join(item["reasons"])
 
     # Those runs finish; then the content of a fragment at its version changes.
     record_everything_passed(store_path, data)
