@@ -314,6 +314,28 @@ def records(manifest_ids, platforms, as_json) -> None:
     click.echo(f"{len(found)} records in {settings.data_dir / 'records'}")
 
 
+@main.command()
+@click.argument("build_id")
+@click.option("--no-registry", is_flag=True, help="Do not check the image in the registry.")
+def verify(build_id, no_registry) -> None:
+    """Recheck one record: evidence, SBOM and provenance hashes, subjects, the registry digest."""
+    from factory.record_store import LocalRecordStore
+    from factory.verify import verify_build
+
+    settings = Settings.from_env()
+    try:
+        report = verify_build(
+            build_id, LocalRecordStore(settings.data_dir), registry_check=not no_registry
+        )
+    except FactoryError as exc:
+        raise _fail(exc) from None
+    for line in report.lines():
+        click.echo(line)
+    if not report.ok:
+        msg = f"build {build_id} does not verify: {', '.join(c.name for c in report.failed)}"
+        raise click.ClickException(msg)
+
+
 @main.group()
 def services() -> None:
     """Start, stop or inspect the local Docker Engine, registry, qemu and base images."""

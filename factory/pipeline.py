@@ -7,6 +7,8 @@ with status `fail` (a test failed) or `error` (anything else) before the step fa
 """
 
 import dataclasses
+import os
+import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +19,7 @@ from factory.errors import NoExecutorError, RecordExistsError, StageError
 from factory.keys import build_key, cache_ref, combination_inputs, image_ref, record_key
 from factory.platforms import Platform
 from factory.platforms import platform as lookup_platform
+from factory.provenance import build_provenance
 from factory.record_store import RecordStore
 from factory.records import (
     CacheInfo,
@@ -292,6 +295,33 @@ def _evidence_text(state: BuildState) -> str:
     return header + "\n" + "\n".join(sections)
 
 
+def _write_provenance(state: BuildState, services: Services, finished_at: str) -> dict | None:
+    """An in-toto SLSA provenance statement for a built image (none when nothing was built)."""
+    if not state.image or not state.image.get("digest"):
+        return None
+    statement = build_provenance(
+        build_id=state.build_id,
+        image_ref=state.image_ref,
+        image_digest=state.image["digest"],
+        platform=state.platform,
+        inputs=state.inputs,
+        build_key=state.build_key,
+        record_key=state.record_key,
+        dagster_run_id=state.run_id,
+        started_at=state.started_at,
+        finished_at=finished_at,
+        builder_id=builder_id(),
+        manifest_id=state.manifest_id,
+    )
+    uri, sha = services.records.put_json("provenance", state.build_id, statement)
+    return {"uri": uri, "sha256": sha}
+
+
+def builder_id() -> str:
+    """Who built it: FACTORY_BUILDER_ID, else this host's Factory builder."""
+    return os.environ.get("FACTORY_BUILDER_ID") or f"urn:factory:builder:{socket.gethostname()}"
+
+
 def _write_record(
     state: BuildState,
     services: Services,
@@ -309,10 +339,11 @@ def _write_record(
     log_uri, log_sha = services.records.put(
         "evidence", state.build_id, _evidence_text(state).encode()
     )
+    finished_at = utc_now()
     evidence: dict = {
         "log": {"uri": log_uri, "sha256": log_sha},
         "sbom": state.evidence.get("sbom"),
-        "provenance": None,
+        "provenance": _write_provenance(state, services, finished_at),
     }
     error_info = None
     if error is not None:
@@ -333,7 +364,7 @@ def _write_record(
         evidence={k: (EvidenceRef(**v) if v else None) for k, v in evidence.items()},
         error=error_info,
         started_at=state.started_at,
-        finished_at=utc_now(),
+        finished_at=finished_at,
         dagster=DagsterRef(run_id=state.run_id, partition=partition),
     )
     if error_info is not None:

@@ -12,6 +12,7 @@ from factory.platforms import BY_NAME
 from factory.record_store import LocalRecordStore
 from factory.registry import RegistryClient, split_image
 from factory.sbom import validate_sbom
+from factory.verify import verify_build
 from factory_assets.partitions import partitions_name
 from factory_assets.platform_chain import build_platform_chain
 from resources import DockerBuilder, ManifestStore, RecordStore, Registry
@@ -72,8 +73,9 @@ def test_combination_passes_end_to_end(services, tmp_path, platform):
     assert bom["metadata"]["component"]["version"] == record.image.digest
     assert any(c["name"] == "busybox" for c in bom["components"])
 
-    # Evidence hashes match the files.
-    for ref in (record.evidence["log"], record.evidence["sbom"]):
+    # Evidence hashes match the files, and the whole record verifies (provenance included).
+    assert verify_build(record.build_id, LocalRecordStore(tmp_path / "data")).ok
+    for ref in (record.evidence["log"], record.evidence["sbom"], record.evidence["provenance"]):
         assert hashlib.sha256(path_of(ref.uri).read_bytes()).hexdigest() == ref.sha256
     log = path_of(record.evidence["log"].uri).read_text()
     assert "smoke ok: e2e on" in log and "===== build =====" in log
