@@ -15,7 +15,13 @@ from pathlib import Path
 
 from factory import sbom as sbom_module
 from factory.engine import Engine
-from factory.errors import NoExecutorError, RecordExistsError, StageError
+from factory.errors import (
+    NoExecutorError,
+    RecordExistsError,
+    RegistryError,
+    ServiceError,
+    StageError,
+)
 from factory.keys import build_key, cache_ref, combination_inputs, image_ref, record_key
 from factory.platforms import Platform
 from factory.platforms import platform as lookup_platform
@@ -92,6 +98,14 @@ class Services:
     work_dir: Path  # where test scripts are staged for bind mounts into test containers
     registry: str  # where images and cache refs are pushed, e.g. 127.0.0.1:5000
     gpu_available: bool = False
+
+
+def as_stage_error(exc: Exception, stage: str) -> StageError:
+    """A stage's failure as a StageError; an engine or registry that does not answer is transient
+    (worth a retry), a registry that answers nonsense is not."""
+    if isinstance(exc, StageError):
+        return exc
+    return StageError(str(exc), stage=stage, transient=isinstance(exc, ServiceError))
 
 
 def base_digest(store: LoadedStore, manifest_id: str, platform: Platform) -> str:
@@ -183,11 +197,12 @@ def build_image(
             state.cache = {"steps": result.steps, "cached": result.cached}
             rebuilt = True
         facts = services.engine.image_facts(state.image_ref, digest)
-    except StageError as exc:
+    except (StageError, ServiceError, RegistryError) as exc:
+        error = as_stage_error(exc, "build")
         state.timings_s["build"] = round(time.monotonic() - started, 3)
-        if exc.log_tail:
-            state.log(exc.stage, exc.log_tail)
-        raise StateError(state, exc) from exc
+        if error.log_tail:
+            state.log(error.stage, error.log_tail)
+        raise StateError(state, error) from exc
     state.timings_s["build"] = round(time.monotonic() - started, 3)
     state.image = {
         "ref": state.image_ref,
@@ -226,9 +241,9 @@ def run_tests(state: BuildState, services: Services) -> BuildState:
             results.append(run)
             verdict = "timed out" if run.timed_out else f"exit {run.exit_code}"
             state.log(f"test {suite}", f"[{verdict}, {run.duration_s:.2f}s]\n{run.output}")
-    except StageError as exc:
+    except (StageError, ServiceError) as exc:
         state.timings_s["test"] = round(time.monotonic() - started, 3)
-        raise StateError(state, exc) from exc
+        raise StateError(state, as_stage_error(exc, "test")) from exc
     state.timings_s["test"] = round(time.monotonic() - started, 3)
     state.tests = [
         {
@@ -272,8 +287,8 @@ def make_sbom(state: BuildState, services: Services) -> BuildState:
             build_id=state.build_id,
         )
         uri, sha = services.records.put_json("sbom", state.build_id, bom)
-    except StageError as exc:
-        raise StateError(state, exc) from exc
+    except (StageError, ServiceError) as exc:
+        raise StateError(state, as_stage_error(exc, "sbom")) from exc
     state.timings_s["sbom"] = round(seconds, 3)
     components = bom.get("components") or []
     state.evidence["sbom"] = {"uri": uri, "sha256": sha}
@@ -329,6 +344,7 @@ def _write_record(
     status: str,
     error: StageError | None,
     partition: str | None,
+    attempts: int = 1,
 ) -> tuple[CompatibilityRecord, str]:
     if services.records.get("record", state.build_id) is not None:
         msg = (
@@ -347,7 +363,13 @@ def _write_record(
     }
     error_info = None
     if error is not None:
-        error_info = ErrorInfo(stage=error.stage, message=str(error), log_tail=error.log_tail)
+        error_info = ErrorInfo(
+            stage=error.stage,
+            message=str(error),
+            log_tail=error.log_tail,
+            transient=error.transient,
+            attempts=attempts,
+        )
     record = CompatibilityRecord(
         build_id=state.build_id,
         manifest_id=state.manifest_id,
@@ -393,7 +415,14 @@ def record_success(
 
 
 def record_failure(
-    state: BuildState, error: StageError, services: Services, *, partition: str | None = None
+    state: BuildState,
+    error: StageError,
+    services: Services,
+    *,
+    partition: str | None = None,
+    attempts: int = 1,
 ) -> tuple[CompatibilityRecord, str]:
     """Write the evidence log, `errors/error-<build_id>.json` and a `fail`/`error` record."""
-    return _write_record(state, services, status=error.status, error=error, partition=partition)
+    return _write_record(
+        state, services, status=error.status, error=error, partition=partition, attempts=attempts
+    )

@@ -58,6 +58,8 @@ class ErrorInfo(_Section):
     stage: str
     message: str
     log_tail: str = ""
+    transient: bool = False  # infrastructure trouble (retried), not a verdict on the manifest
+    attempts: int = 1
 
 
 class DagsterRef(_Section):

@@ -17,7 +17,13 @@ BUILD_JOBS = [
         selection=dg.AssetSelection.groups(p.slug),
         partitions_def=PARTITIONS[p.slug],
         description=f"Render, build, test, SBOM and record one manifest on {p.name}.",
-        tags={"factory/platform": p.name, "factory/pool": p.pool},
+        tags={
+            "factory/platform": p.name,
+            "factory/pool": p.pool,
+            # Run retries are for lost run workers only; steps retry transient trouble themselves
+            # and a failing test is a result, not something to retry.
+            "dagster/retry_on_asset_or_op_failure": "false",
+        },
     )
     for p in PLATFORMS
 ]

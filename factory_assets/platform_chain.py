@@ -6,11 +6,12 @@ steps pass a `BuildState` through the IO manager; a failing step records the fai
 error file, immutable record) and then fails with a message naming manifest, platform and stage.
 """
 
+import os
 from typing import NoReturn
 
 import dagster as dg
 
-from factory.errors import FactoryError, NoExecutorError
+from factory.errors import FactoryError, NoExecutorError, ServiceError
 from factory.keys import BUILD_RECIPE_VERSION
 from factory.pipeline import (
     BuildState,
@@ -48,9 +49,50 @@ def _services(
     )
 
 
-def _fail(context: dg.AssetExecutionContext, err: StateError, services: Services) -> NoReturn:
+def _retry_delay_s() -> float:
+    return float(os.environ.get("FACTORY_RETRY_DELAY_S", "2"))
+
+
+def default_retry_policy() -> dg.RetryPolicy:
+    """Transient trouble (engine or registry not answering, push/pull timeouts) is retried with
+    exponential backoff and jitter; a failing test or a broken Dockerfile is a result, not retried
+    (those failures raise with allow_retries=False)."""
+    return dg.RetryPolicy(
+        max_retries=3,
+        delay=_retry_delay_s(),
+        backoff=dg.Backoff.EXPONENTIAL,
+        jitter=dg.Jitter.PLUS_MINUS,
+    )
+
+
+def _retry_transient(
+    context: dg.AssetExecutionContext, policy: dg.RetryPolicy, what: str, error: Exception
+) -> None:
+    """Ask for another attempt while the policy has some left; return on the last attempt."""
+    if context.retry_number < policy.max_retries:
+        attempt = context.retry_number + 1
+        raise dg.Failure(
+            description=(
+                f"{what}: transient failure on attempt {attempt} of {policy.max_retries + 1}, "
+                f"retrying: {error}"
+            ),
+            allow_retries=True,
+        )
+
+
+def _fail(
+    context: dg.AssetExecutionContext,
+    err: StateError,
+    services: Services,
+    policy: dg.RetryPolicy,
+) -> NoReturn:
     state, error = err.state, err.error
-    record, uri = record_failure(state, error, services, partition=context.partition_key)
+    if error.transient:
+        _retry_transient(context, policy, state.label(), error)
+    # Only the final attempt is recorded: one record per build attempt that finished.
+    record, uri = record_failure(
+        state, error, services, partition=context.partition_key, attempts=context.retry_number + 1
+    )
     raise dg.Failure(
         description=(
             f"{state.manifest_id} on {state.platform}: stage {error.stage} failed "
@@ -63,8 +105,9 @@ def _fail(context: dg.AssetExecutionContext, err: StateError, services: Services
             "record": dg.MetadataValue.path(uri),
             "error": dg.MetadataValue.path(services.records.uri("error", record.build_id)),
             "log_tail": dg.MetadataValue.md(f"```\n{error.log_tail[-4000:]}\n```"),
+            "attempts": context.retry_number + 1,
         },
-        allow_retries=error.transient,
+        allow_retries=False,
     )
 
 
@@ -77,8 +120,11 @@ def _check_same_partition(context: dg.AssetExecutionContext, state: BuildState) 
         raise dg.Failure(description=msg)
 
 
-def build_platform_chain(platform: Platform) -> list[dg.AssetsDefinition]:
+def build_platform_chain(
+    platform: Platform, retry_policy: dg.RetryPolicy | None = None
+) -> list[dg.AssetsDefinition]:
     """The five assets of one platform's chain."""
+    policy = retry_policy or default_retry_policy()
     slug = platform.slug
     common = {
         "partitions_def": PARTITIONS[slug],
@@ -89,6 +135,7 @@ def build_platform_chain(platform: Platform) -> list[dg.AssetsDefinition]:
         "kinds": {"docker"},
         # A new build recipe changes every key: the UI shows every partition stale until rebuilt.
         "code_version": BUILD_RECIPE_VERSION,
+        "retry_policy": policy,
     }
 
     def upstream(name: str) -> dict:
@@ -107,19 +154,22 @@ def build_platform_chain(platform: Platform) -> list[dg.AssetsDefinition]:
         registry: Registry,
         record_store: RecordStore,
     ) -> dg.Output:
-        services = _services(docker_builder, registry, record_store, gpu=platform.gpu)
+        what = f"{context.partition_key} on {platform.name}"
         try:
+            services = _services(docker_builder, registry, record_store, gpu=platform.gpu)
             store = manifest_store.load()
             state = prepare(
                 store, context.partition_key, platform, services=services, run_id=context.run_id
             )
         except StateError as err:
-            _fail(context, err, services)
+            _fail(context, err, services, policy)
+        except ServiceError as exc:
+            # The engine or the registry does not answer: retry; nothing was built to record.
+            _retry_transient(context, policy, what, exc)
+            raise dg.Failure(description=f"{what}: {exc}", allow_retries=False) from exc
         except (NoExecutorError, FactoryError, KeyError) as exc:
             # Nothing was built: no record, but a message that says what to do.
-            raise dg.Failure(
-                description=f"{context.partition_key} on {platform.name}: {exc}"
-            ) from exc
+            raise dg.Failure(description=f"{what}: {exc}", allow_retries=False) from exc
         context.log.info(f"build {state.build_id}: {state.image_ref}")
         return dg.Output(
             state,
@@ -152,7 +202,7 @@ def build_platform_chain(platform: Platform) -> list[dg.AssetsDefinition]:
         try:
             state = build_image(state, services, force_rebuild=config.force_rebuild)
         except StateError as err:
-            _fail(context, err, services)
+            _fail(context, err, services, policy)
         assert state.image is not None
         return dg.Output(
             state,
@@ -186,7 +236,7 @@ def build_platform_chain(platform: Platform) -> list[dg.AssetsDefinition]:
         try:
             state = run_tests(state, services)
         except StateError as err:
-            _fail(context, err, services)
+            _fail(context, err, services, policy)
         return dg.Output(
             state,
             metadata={
@@ -219,7 +269,7 @@ def build_platform_chain(platform: Platform) -> list[dg.AssetsDefinition]:
         try:
             state = make_sbom(state, services)
         except StateError as err:
-            _fail(context, err, services)
+            _fail(context, err, services, policy)
         return dg.Output(
             state,
             metadata={
