@@ -7,6 +7,7 @@ defined once in `factory.pools`, and a new or wiped instance never silently fall
 `concurrency.pools.default_limit`.
 """
 
+import sys
 from collections.abc import Mapping
 
 import dagster as dg
@@ -49,3 +50,24 @@ def apply_pool_limits(
     for pool, limit in changed.items():
         storage.set_concurrency_slots(pool, limit)
     return changed
+
+
+def main() -> None:
+    """`python -m factory_assets.pools`: apply the limits to the instance at DAGSTER_HOME.
+
+    On Kubernetes nothing runs `factory run` or `make dev`; deploy/k8s/pool-limits-job.yaml runs
+    this after each `helm upgrade` instead.
+    """
+    try:
+        with dg.DagsterInstance.get() as instance:
+            changed = apply_pool_limits(instance)
+            now = current_pool_limits(instance)
+    except FactoryError as exc:
+        msg = f"factory pools: {exc}"
+        raise SystemExit(msg) from None
+    summary = ", ".join(f"{pool}={limit}" for pool, limit in sorted(now.items()))
+    sys.stdout.write(f"pool limits: {summary} (changed: {', '.join(sorted(changed)) or 'none'})\n")
+
+
+if __name__ == "__main__":
+    main()
