@@ -6,10 +6,12 @@ in changes nothing on one machine. On Kubernetes the user code deployment sets
 nodeSelector, GPU limit and toleration, CPU/memory requests) comes from each asset's
 `dagster-k8s/config` op tags, and what every step pod shares comes from `STEP_K8S_CONFIG` below.
 
-Step pods reach a Docker Engine through DOCKER_HOST. The default is a per-node engine (a DaemonSet
-running dockerd with BuildKit, see docs/deploy.md) that shares its socket in a hostPath folder:
-the engine's layer cache outlives each step pod, and a new node starts warm from the per-arch
-registry cache refs.
+Step pods reach a Docker Engine through DOCKER_HOST: a per-node engine (the DaemonSet in
+deploy/k8s/docker-engine.yaml, running dockerd with BuildKit) shares its socket in a hostPath
+folder. Its layer cache outlives each step pod, and a new node starts warm from the per-arch
+registry cache refs. Test scripts are bind-mounted into test containers by path, and a path is
+resolved by the engine, not by the pod: so FACTORY_DATA_DIR (whose `work/` holds the staged
+scripts) is a second hostPath, mounted at the same path in the step pods and in the engine.
 """
 
 import os
@@ -23,17 +25,23 @@ from factory.errors import FactoryError
 ENV_VAR = "FACTORY_EXECUTOR"
 EXECUTORS = ("multiprocess", "k8s")
 
-# The hostPath folder where the per-node engine DaemonSet puts docker.sock (docs/deploy.md).
+# hostPath folders shared with the per-node engine (deploy/k8s/docker-engine.yaml): its socket,
+# and the data dir whose paths the engine must see as the step pod does.
 DOCKER_SOCKET_DIR = "/run/factory-docker"
 DOCKER_HOST_IN_POD = f"unix://{DOCKER_SOCKET_DIR}/docker.sock"
+DATA_DIR_ON_NODE = "/var/lib/factory"
 
 STEP_K8S_CONFIG: dict[str, Any] = {
     "container_config": {
         "env": [
             {"name": "DOCKER_HOST", "value": DOCKER_HOST_IN_POD},
             {"name": "DOCKER_BUILDKIT", "value": "1"},
+            {"name": "FACTORY_DATA_DIR", "value": DATA_DIR_ON_NODE},
         ],
-        "volume_mounts": [{"name": "factory-docker", "mount_path": DOCKER_SOCKET_DIR}],
+        "volume_mounts": [
+            {"name": "factory-docker", "mount_path": DOCKER_SOCKET_DIR},
+            {"name": "factory-data", "mount_path": DATA_DIR_ON_NODE},
+        ],
         # Steps without placement tags (the matrix) are small; build steps ask for more through
         # their op tags, which are merged over this.
         "resources": {"requests": {"cpu": "250m", "memory": "512Mi"}},
@@ -43,7 +51,11 @@ STEP_K8S_CONFIG: dict[str, Any] = {
             {
                 "name": "factory-docker",
                 "host_path": {"path": DOCKER_SOCKET_DIR, "type": "Directory"},
-            }
+            },
+            {
+                "name": "factory-data",
+                "host_path": {"path": DATA_DIR_ON_NODE, "type": "DirectoryOrCreate"},
+            },
         ],
     },
 }
@@ -62,5 +74,8 @@ def executor_for_environment(
     if name == "multiprocess":
         # Dagster's own default: multiprocess, unless a run's config asks for in_process.
         return dg.multi_or_in_process_executor
-    msg = f"{ENV_VAR}={env.get(ENV_VAR)!r} is not one of {', '.join(EXECUTORS)}; unset it for local runs"
+    msg = (
+        f"{ENV_VAR}={env.get(ENV_VAR)!r} is not one of {', '.join(EXECUTORS)}; "
+        "unset it for local runs"
+    )
     raise FactoryError(msg)

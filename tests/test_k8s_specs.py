@@ -1,0 +1,394 @@
+"""What Kubernetes would be given, rendered without a cluster.
+
+- The step Job of one asset of each pool, built by dagster-k8s from the asset's op tags (alone, and
+  merged under the executor's `step_k8s_config` as `K8sStepHandler` does).
+- `deploy/dagster.yaml` against Dagster's instance schema and each configured class's schema.
+- `deploy/helm/values.yaml`: the chart's values.schema.json is not available offline, so the keys
+  the chart reads for Factory are asserted explicitly, and kept in step with deploy/dagster.yaml.
+- The manifests in `deploy/k8s/`, field by field against the Kubernetes API models.
+"""
+
+import re
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import kubernetes.client as k8s
+import pytest
+import yaml
+from dagster._config import validate_config
+from dagster._core.instance.config import dagster_instance_config
+from dagster._serdes.config_class import class_from_code_pointer
+from dagster_k8s.container_context import K8sContainerContext
+from dagster_k8s.job import (
+    DagsterK8sJobConfig,
+    UserDefinedDagsterK8sConfig,
+    construct_dagster_k8s_job,
+    get_k8s_job_name,
+    get_user_defined_k8s_config,
+)
+
+from factory.errors import FactoryError
+from factory.pools import parse_pool_limits
+from factory.settings import PROJECT_ROOT
+from factory_assets.definitions import defs
+from factory_assets.executor import (
+    DATA_DIR_ON_NODE,
+    DOCKER_HOST_IN_POD,
+    DOCKER_SOCKET_DIR,
+    STEP_K8S_CONFIG,
+    executor_for_environment,
+)
+
+DEPLOY = PROJECT_ROOT / "deploy"
+IMAGE = "registry.example.com/factory/code-location:0.1.0"
+DAGSTER_HOME = "/opt/dagster/dagster_home"
+GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+BUILD_REQUESTS = {"cpu": "1", "memory": "2Gi"}
+
+# pool -> (one asset of that pool, its arch, its GPU limit as the Job carries it, a quantity
+# string): DESIGN.md's placement table.
+ONE_ASSET_PER_POOL = {
+    "amd64": (dg.AssetKey(["linux_amd64", "image"]), "amd64", None),
+    "arm64": (dg.AssetKey(["linux_arm64", "image"]), "arm64", None),
+    "gpu": (dg.AssetKey(["linux_amd64_gpu", "image"]), "amd64", "1"),
+}
+
+
+def _op_tags(key: dg.AssetKey) -> dict[str, str]:
+    return dict(defs.resolve_assets_def(key).get_op_def_for_asset_key(key).tags)
+
+
+def _step_job(key: dg.AssetKey, step_k8s_config: dict | None = None) -> dict[str, Any]:
+    """The Job dagster-k8s would create for this asset's step, as a dict."""
+    config = get_user_defined_k8s_config(_op_tags(key))
+    if step_k8s_config is not None:
+        # K8sStepHandler._get_container_context: executor config first, op tags merged over it.
+        executor_context = K8sContainerContext(
+            run_k8s_config=UserDefinedDagsterK8sConfig.from_dict(step_k8s_config)
+        )
+        config = executor_context.merge(K8sContainerContext(run_k8s_config=config)).run_k8s_config
+    step_key = "__".join(key.path)
+    job = construct_dagster_k8s_job(
+        DagsterK8sJobConfig(job_image=IMAGE, dagster_home=DAGSTER_HOME),
+        args=["dagster", "api", "execute_step"],
+        job_name=f"dagster-step-{get_k8s_job_name('0123abcd-run', step_key)}",
+        user_defined_k8s_config=config,
+        component="step_worker",
+    )
+    return job.to_dict()
+
+
+def _pod(job: dict[str, Any]) -> dict[str, Any]:
+    return job["spec"]["template"]["spec"]
+
+
+def _tolerations(pod: dict[str, Any]) -> list[dict[str, Any]]:
+    return [{k: v for k, v in t.items() if v is not None} for t in pod["tolerations"] or []]
+
+
+@pytest.mark.parametrize("pool", sorted(ONE_ASSET_PER_POOL))
+def test_step_job_lands_on_its_pools_nodes(pool):
+    key, arch, gpus = ONE_ASSET_PER_POOL[pool]
+    assert defs.resolve_asset_graph().get(key).pools == {pool}
+    job = _step_job(key)
+    pod = _pod(job)
+    (container,) = pod["containers"]
+
+    assert job["kind"] == "Job"
+    assert container["image"] == IMAGE
+    assert pod["node_selector"] == {"kubernetes.io/arch": arch}
+    assert container["resources"]["requests"] == BUILD_REQUESTS
+    limits = container["resources"]["limits"]
+    assert limits["memory"] == "4Gi"
+    if gpus is None:
+        assert "nvidia.com/gpu" not in limits
+        assert _tolerations(pod) == []
+    else:
+        assert limits["nvidia.com/gpu"] == gpus
+        assert _tolerations(pod) == [GPU_TOLERATION]
+
+
+@pytest.mark.parametrize("pool", sorted(ONE_ASSET_PER_POOL))
+def test_executor_step_config_adds_the_engine_and_keeps_the_placement(pool):
+    key, arch, gpus = ONE_ASSET_PER_POOL[pool]
+    pod = _pod(_step_job(key, STEP_K8S_CONFIG))
+    (container,) = pod["containers"]
+
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["DOCKER_HOST"] == DOCKER_HOST_IN_POD
+    assert env["FACTORY_DATA_DIR"] == DATA_DIR_ON_NODE
+    mounts = {m["name"]: m["mount_path"] for m in container["volume_mounts"]}
+    assert mounts["factory-docker"] == DOCKER_SOCKET_DIR
+    assert mounts["factory-data"] == DATA_DIR_ON_NODE
+    host_paths = {v["name"]: v["host_path"]["path"] for v in pod["volumes"] if v["host_path"]}
+    assert host_paths == {"factory-docker": DOCKER_SOCKET_DIR, "factory-data": DATA_DIR_ON_NODE}
+    # The op tags win over the executor's small default requests.
+    assert pod["node_selector"] == {"kubernetes.io/arch": arch}
+    assert container["resources"]["requests"] == BUILD_REQUESTS
+    assert container["resources"]["limits"].get("nvidia.com/gpu") == gpus
+
+
+def test_untagged_steps_get_the_executor_defaults():
+    key = dg.AssetKey("compatibility_matrix")
+    pod = _pod(_step_job(key, STEP_K8S_CONFIG))
+    assert pod["containers"][0]["resources"]["requests"] == {"cpu": "250m", "memory": "512Mi"}
+    assert not pod["node_selector"]
+
+
+def test_executor_is_picked_by_the_environment():
+    assert executor_for_environment({}) is dg.multi_or_in_process_executor
+    assert executor_for_environment({"FACTORY_EXECUTOR": "multiprocess"}) is (
+        dg.multi_or_in_process_executor
+    )
+    k8s_executor = executor_for_environment({"FACTORY_EXECUTOR": "k8s"})
+
+    @dg.asset
+    def probe() -> None: ...
+
+    probe_defs = dg.Definitions(assets=[probe], executor=k8s_executor)
+    job = probe_defs.resolve_implicit_global_asset_job_def()
+    execution = dg.validate_run_config(job, {})["execution"]
+    (config,) = execution.values()
+    assert (
+        config["step_k8s_config"]["container_config"]["env"]
+        == STEP_K8S_CONFIG["container_config"]["env"]
+    )
+    with pytest.raises(FactoryError, match="FACTORY_EXECUTOR='celery' is not one of"):
+        executor_for_environment({"FACTORY_EXECUTOR": "celery"})
+
+
+# --- deploy/dagster.yaml ------------------------------------------------------------------------
+
+
+def _instance_yaml() -> dict[str, Any]:
+    return yaml.safe_load((DEPLOY / "dagster.yaml").read_text())
+
+
+def test_production_instance_config_validates_against_dagsters_schema():
+    config, instance_class = dagster_instance_config(str(DEPLOY), "dagster.yaml")
+    assert instance_class is None
+    assert set(config["storage"]) == {"postgres"}
+    # Credentials only from the environment.
+    pg = config["storage"]["postgres"]["postgres_db"]
+    assert all(set(pg[f]) == {"env"} for f in ("username", "password", "hostname", "db_name"))
+    # SQLAlchemy 2.1 would pick psycopg 3 for a bare postgresql:// (not installed).
+    assert pg["scheme"] == "postgresql+psycopg2"
+    assert config["concurrency"]["pools"]["granularity"] == "op"
+    assert config["run_monitoring"]["enabled"] is True
+    assert config["run_retries"]["enabled"] is True
+
+
+@pytest.mark.parametrize(
+    ("section", "class_name"),
+    [
+        ("run_launcher", "K8sRunLauncher"),
+        ("run_coordinator", "QueuedRunCoordinator"),
+        ("compute_logs", "S3ComputeLogManager"),
+        ("scheduler", "DagsterDaemonScheduler"),
+    ],
+)
+def test_each_configured_class_accepts_its_config(section, class_name):
+    """The instance schema takes any `config:`; each class validates its own when loaded."""
+    entry = _instance_yaml()[section]
+    assert entry["class"] == class_name
+    cls = class_from_code_pointer(entry["module"], entry["class"])
+    result = validate_config(cls.config_type(), entry.get("config", {}))
+    assert result.success, [e.message for e in result.errors]
+
+
+# --- deploy/helm/values.yaml --------------------------------------------------------------------
+
+# Top-level keys of the official chart's values (helm/dagster/values.yaml, chart 1.13): a typo
+# here would be silently ignored by Helm.
+CHART_TOP_LEVEL_KEYS = {
+    "global",
+    "nameOverride",
+    "fullnameOverride",
+    "rbacEnabled",
+    "serviceAccount",
+    "imagePullSecrets",
+    "dagsterWebserver",
+    "dagster-user-deployments",
+    "pipelineRun",
+    "computeLogManager",
+    "pythonLogs",
+    "runLauncher",
+    "postgresql",
+    "generatePostgresqlPasswordSecret",
+    "generateCeleryConfigSecret",
+    "rabbitmq",
+    "redis",
+    "flower",
+    "ingress",
+    "dagsterDaemon",
+    "busybox",
+    "migrate",
+    "telemetry",
+    "scheduler",
+    "retention",
+    "additionalInstanceConfig",
+    "concurrency",
+    "defsStateStorage",
+}
+
+
+def _values() -> dict[str, Any]:
+    return yaml.safe_load((DEPLOY / "helm" / "values.yaml").read_text())
+
+
+def _snake(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
+
+def test_helm_values_use_only_chart_keys():
+    assert set(_values()) <= CHART_TOP_LEVEL_KEYS
+
+
+def test_helm_values_deploy_the_code_location_with_the_k8s_executor():
+    (deployment,) = _values()["dagster-user-deployments"]["deployments"]
+    workspace = yaml.safe_load((PROJECT_ROOT / "workspace.yaml").read_text())
+    module = workspace["load_from"][0]["python_module"]
+    args = deployment["dagsterApiGrpcArgs"]
+    assert args == ["--module-name", module["module_name"], "--attribute", module["attribute"]]
+    assert deployment["name"] == module["location_name"]
+    assert deployment["includeConfigInLaunchedRuns"] == {"enabled": True}
+    assert {"name": "FACTORY_EXECUTOR", "value": "k8s"} in deployment["env"]
+    assert deployment["envConfigMaps"] == [{"name": "factory-settings"}]
+    assert deployment["envSecrets"] == [{"name": "factory-s3"}]
+    assert isinstance(deployment["image"]["tag"], str)
+
+
+def test_helm_values_configure_launcher_storage_and_daemon():
+    values = _values()
+    assert values["runLauncher"]["type"] == "K8sRunLauncher"
+    launcher = values["runLauncher"]["config"]["k8sRunLauncher"]
+    assert launcher["loadInclusterConfig"] is True
+    pg = values["postgresql"]
+    assert pg["enabled"] is False, "external PostgreSQL; the bundled one is for trials"
+    assert pg["postgresqlHost"] and pg["postgresqlUsername"] and pg["postgresqlDatabase"]
+    assert pg["postgresqlPassword"] == "", "the password comes from the secret, not the values"
+    assert values["generatePostgresqlPasswordSecret"] is False
+    assert values["global"]["postgresqlSecretName"] == "dagster-postgresql-secret"
+    daemon = values["dagsterDaemon"]
+    assert daemon["enabled"] is True
+    assert daemon["runCoordinator"]["enabled"] is True
+    assert daemon["runCoordinator"]["type"] == "QueuedRunCoordinator"
+    assert values["concurrency"]["enabled"] is True
+    assert values["computeLogManager"]["type"] == "S3ComputeLogManager"
+
+
+def test_helm_values_and_production_instance_agree():
+    values, instance = _values(), _instance_yaml()
+    daemon = values["dagsterDaemon"]
+    queued = daemon["runCoordinator"]["config"]["queuedRunCoordinator"]
+    assert (
+        queued["dequeueIntervalSeconds"]
+        == instance["run_coordinator"]["config"]["dequeue_interval_seconds"]
+    )
+    assert (
+        values["concurrency"]["runs"]["maxConcurrentRuns"]
+        == instance["concurrency"]["runs"]["max_concurrent_runs"]
+    )
+    assert {_snake(k): v for k, v in values["concurrency"]["pools"].items()} == (
+        instance["concurrency"]["pools"]
+    )
+    assert {_snake(k): v for k, v in daemon["runMonitoring"].items()} == instance["run_monitoring"]
+    assert {_snake(k): v for k, v in daemon["runRetries"].items()} == instance["run_retries"]
+    launcher = values["runLauncher"]["config"]["k8sRunLauncher"]
+    prod = instance["run_launcher"]["config"]
+    assert [m["name"] for m in launcher["envConfigMaps"]] == prod["env_config_maps"]
+    assert [s["name"] for s in launcher["envSecrets"]] == prod["env_secrets"]
+    run_k8s = launcher["runK8sConfig"]
+    assert run_k8s["containerConfig"] == prod["run_k8s_config"]["container_config"]
+    assert (
+        run_k8s["podSpecConfig"]["nodeSelector"]
+        == prod["run_k8s_config"]["pod_spec_config"]["node_selector"]
+    )
+    pg = instance["storage"]["postgres"]["postgres_db"]
+    assert values["postgresql"]["postgresqlScheme"] == pg["scheme"]
+    assert values["postgresql"]["postgresqlParams"] == pg["params"]
+    assert values["global"]["dagsterHome"] == prod["dagster_home"]
+    assert values["global"]["postgresqlSecretName"] == prod["postgres_password_secret"]
+    assert values["global"]["serviceAccountName"] == prod["service_account_name"]
+
+
+# --- deploy/k8s/*.yaml --------------------------------------------------------------------------
+
+
+def _check_fields(data: Any, type_name: str, path: str) -> None:
+    """Every key of a manifest is a field of its Kubernetes API type, recursively."""
+    if type_name.startswith("list["):
+        for i, item in enumerate(data):
+            _check_fields(item, type_name[5:-1], f"{path}[{i}]")
+        return
+    if type_name.startswith("dict("):
+        inner = type_name[type_name.index(",") + 1 : -1].strip()
+        for key, value in data.items():
+            _check_fields(value, inner, f"{path}.{key}")
+        return
+    model = getattr(k8s, type_name, None)
+    if model is None:  # str, int, bool, object
+        return
+    assert isinstance(data, dict), f"{path}: expected a {type_name} mapping"
+    field_of = {json_key: attr for attr, json_key in model.attribute_map.items()}
+    unknown = set(data) - set(field_of)
+    assert not unknown, f"{path}: {type_name} has no field {sorted(unknown)}"
+    for key, value in data.items():
+        _check_fields(value, model.openapi_types[field_of[key]], f"{path}.{key}")
+
+
+def _manifest(name: str, kind: str) -> dict[str, Any]:
+    manifest = yaml.safe_load((DEPLOY / "k8s" / name).read_text())
+    assert manifest["kind"] == kind
+    type_name = f"V1{kind}"
+    _check_fields(manifest, type_name, name)
+    # Required fields (container names, selectors...) are checked by the client's own models.
+    k8s.ApiClient()._ApiClient__deserialize(manifest, type_name)
+    return manifest
+
+
+def test_engine_daemonset_shares_what_step_pods_expect():
+    pod = _manifest("docker-engine.yaml", "DaemonSet")["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    host_paths = {v["name"]: v["hostPath"]["path"] for v in pod["volumes"]}
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    assert host_paths["socket"] == mounts["socket"] == DOCKER_SOCKET_DIR
+    assert f"--host={DOCKER_HOST_IN_POD}" in container["args"]
+    # Same path inside and outside: bind mounts of staged test scripts resolve on the engine.
+    assert host_paths["factory-data"] == mounts["factory-data"] == DATA_DIR_ON_NODE
+    assert GPU_TOLERATION in pod["tolerations"]
+    assert "kubernetes.io/arch" not in pod["nodeSelector"], "both arches need an engine"
+
+
+def test_pool_limits_job_applies_the_repo_limits_to_the_chart_instance():
+    manifest = _manifest("pool-limits-job.yaml", "Job")
+    pod = manifest["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["command"] == ["python", "-m", "factory_assets.pools"]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["DAGSTER_HOME"]["value"] == DAGSTER_HOME
+    secret = env["DAGSTER_PG_PASSWORD"]["valueFrom"]["secretKeyRef"]
+    assert secret == {"name": "dagster-postgresql-secret", "key": "postgresql-password"}
+    (volume,) = pod["volumes"]
+    assert volume["configMap"]["name"] == "dagster-instance"
+    assert container["volumeMounts"][0]["mountPath"] == f"{DAGSTER_HOME}/dagster.yaml"
+
+
+def test_settings_config_map_holds_valid_pool_limits():
+    data = _manifest("factory-settings.yaml", "ConfigMap")["data"]
+    assert parse_pool_limits(data["FACTORY_POOL_LIMITS"]) == {"amd64": 8, "arm64": 4, "gpu": 2}
+    assert all(isinstance(v, str) for v in data.values()), "ConfigMap values are strings"
+    assert not any("PASSWORD" in k or "SECRET" in k for k in data), "secrets go in Secrets"
+
+
+def test_manifest_check_catches_a_misspelt_field():
+    with pytest.raises(AssertionError, match="V1PodSpec has no field \\['nodeSelecter'\\]"):
+        _check_fields({"nodeSelecter": {}}, "V1PodSpec", "pod")
+
+
+def test_deploy_files_are_where_the_docs_say():
+    docs = (PROJECT_ROOT / "docs" / "deploy.md").read_text()
+    for path in Path(DEPLOY).rglob("*"):
+        if path.is_file():
+            assert str(path.relative_to(PROJECT_ROOT)) in docs, path
