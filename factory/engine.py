@@ -29,6 +29,7 @@ PUSH_TIMEOUT_S = 600
 API_TIMEOUT_S = 120
 TEST_MEMORY = "512m"
 TEST_PIDS = 256
+TEST_TMPFS = "64m"
 
 _STEP_RE = re.compile(r"^#(\d+) \[(?:[^\]]*? )?(\d+)/(\d+)\] ")
 _CACHED_RE = re.compile(r"^#(\d+) CACHED\s*$")
@@ -67,6 +68,14 @@ def docker_cli() -> str:
             return found
     msg = "no docker client found; run `factory services up` to install Debian's docker.io"
     raise ServiceError(msg)
+
+
+def redact(text: str, secrets: dict[str, str]) -> str:
+    """Replace every secret value in `text` (longest first, so overlapping values stay hidden)."""
+    for secret_id, value in sorted(secrets.items(), key=lambda kv: -len(kv[1])):
+        if value:
+            text = text.replace(value, f"[secret:{secret_id}]")
+    return text
 
 
 def count_build_steps(log: str) -> tuple[int, int]:
@@ -141,13 +150,34 @@ class Engine:
         return output
 
     def build(
-        self, *, dockerfile: str, image_ref: str, cache_ref: str, oci_platform: str
+        self,
+        *,
+        dockerfile: str,
+        image_ref: str,
+        cache_ref: str,
+        oci_platform: str,
+        secrets: dict[str, str] | None = None,
     ) -> BuildResult:
-        """Build with BuildKit for one platform, importing and exporting the inline cache."""
+        """Build with BuildKit for one platform, importing and exporting the inline cache.
+
+        `secrets` (id -> value) are offered as BuildKit secret mounts: they exist only while a
+        `RUN --mount=type=secret,id=<id>` step runs, never in a layer, and their values are
+        replaced by `[secret:<id>]` in everything this returns or raises.
+        """
         started = time.monotonic()
-        with tempfile.TemporaryDirectory(prefix="factory-build-") as context:
+        secrets = secrets or {}
+        with (
+            tempfile.TemporaryDirectory(prefix="factory-build-") as context,
+            tempfile.TemporaryDirectory(prefix="factory-secrets-") as secret_dir,
+        ):
             path = Path(context) / "Dockerfile"
             path.write_text(dockerfile)
+            secret_args = []
+            for secret_id, value in sorted(secrets.items()):
+                source = Path(secret_dir) / secret_id
+                source.touch(mode=0o600)
+                source.write_text(value)
+                secret_args += ["--secret", f"id={secret_id},src={source}"]
             args = [
                 "build",
                 "--progress=plain",
@@ -161,6 +191,7 @@ class Engine:
                 image_ref,
                 "-t",
                 cache_ref,
+                *secret_args,
                 "-f",
                 str(path),
                 context,
@@ -174,8 +205,12 @@ class Engine:
                 )
             except StageError as exc:
                 raise StageError(
-                    str(exc), stage="build", log_tail=exc.log_tail, transient=exc.transient
+                    redact(str(exc), secrets),
+                    stage="build",
+                    log_tail=redact(exc.log_tail, secrets),
+                    transient=exc.transient,
                 ) from exc
+        log = redact(log, secrets)
         steps, cached = count_build_steps(log)
         return BuildResult(steps=steps, cached=cached, seconds=time.monotonic() - started, log=log)
 
@@ -229,6 +264,7 @@ class Engine:
         script_path: Path,
         timeout_s: int,
         environment: dict[str, str],
+        read_only_root: bool = True,
     ) -> SuiteRun:
         """Run one test suite in a fresh container: no network, memory/pids limits, a timeout."""
         target = f"/factory/tests/{suite}.sh"
@@ -246,6 +282,8 @@ class Engine:
                 pids_limit=TEST_PIDS,
                 cap_drop=["ALL"],
                 security_opt=["no-new-privileges"],
+                read_only=read_only_root,
+                tmpfs={"/tmp": f"rw,nosuid,nodev,size={TEST_TMPFS},mode=1777"},
                 volumes={str(script_path.resolve()): {"bind": target, "mode": "ro"}},
                 platform=oci_platform,
                 labels={"io.factory.role": "test", "io.factory.suite": suite},

@@ -82,6 +82,9 @@ class TestSuite(_Strict):
     __test__ = False  # not a pytest class
     path: RelPath
     timeout_s: int = Field(default=60, ge=1, le=3600)
+    # The container's root filesystem is read-only (with a writable tmpfs /tmp) unless a suite
+    # says it must write elsewhere.
+    read_only_root: bool = True
 
 
 class Manifest(_Strict):
@@ -93,10 +96,16 @@ class Manifest(_Strict):
     platforms: list[PlatformName] = Field(min_length=1)
     tests: list[Id] = Field(default_factory=list)
     priority: Literal["normal", "high"] = "normal"
+    # Ids of BuildKit secrets the fragments mount (`RUN --mount=type=secret,id=<id>`); the values
+    # come from the environment (FACTORY_SECRET_<ID>) at build time, never from the store.
+    build_secrets: list[Id] = Field(default_factory=list)
 
     def build_fields(self) -> dict:
         """The fields that shape the image (not its tests, not its priority)."""
-        return {"template": self.template, "base": self.base, "fragments": dict(self.fragments)}
+        fields = {"template": self.template, "base": self.base, "fragments": dict(self.fragments)}
+        if self.build_secrets:
+            fields["build_secrets"] = sorted(self.build_secrets)
+        return fields
 
 
 class ManifestStore(_Strict):

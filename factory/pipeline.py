@@ -71,6 +71,8 @@ class BuildState:
     run_id: str | None = None
     suites: dict[str, str] = field(default_factory=dict)  # suite name -> script text
     suite_timeouts: dict[str, int] = field(default_factory=dict)
+    suite_read_only: dict[str, bool] = field(default_factory=dict)
+    secret_ids: list[str] = field(default_factory=list)  # ids only: values never enter the state
     logs: list[tuple[str, str]] = field(default_factory=list)
     timings_s: dict[str, float] = field(default_factory=dict)
     image: dict | None = None
@@ -98,6 +100,25 @@ class Services:
     work_dir: Path  # where test scripts are staged for bind mounts into test containers
     registry: str  # where images and cache refs are pushed, e.g. 127.0.0.1:5000
     gpu_available: bool = False
+
+
+SECRET_ENV_PREFIX = "FACTORY_SECRET_"
+
+
+def secret_env_name(secret_id: str) -> str:
+    return SECRET_ENV_PREFIX + secret_id.upper().replace("-", "_")
+
+
+def build_secrets(state: "BuildState") -> dict[str, str]:
+    """The manifest's build secrets, read from the environment just before the build."""
+    missing = [secret_env_name(s) for s in state.secret_ids if secret_env_name(s) not in os.environ]
+    if missing:
+        msg = (
+            f"{state.label()} needs build secrets that are not set: {', '.join(missing)} "
+            "(set them in the environment of the process that runs the build)"
+        )
+        raise StageError(msg, stage="build")
+    return {s: os.environ[secret_env_name(s)] for s in state.secret_ids}
 
 
 def as_stage_error(exc: Exception, stage: str) -> StageError:
@@ -153,6 +174,8 @@ def prepare(
         run_id=run_id,
         suites={s: store.suite_file(s).text for s in manifest.tests},
         suite_timeouts={s: store.model.test_suites[s].timeout_s for s in manifest.tests},
+        suite_read_only={s: store.model.test_suites[s].read_only_root for s in manifest.tests},
+        secret_ids=list(manifest.build_secrets),
     )
     try:
         rendered = render_dockerfile(store, inputs, bkey)
@@ -189,6 +212,7 @@ def build_image(
                 image_ref=state.image_ref,
                 cache_ref=state.cache_ref,
                 oci_platform=platform.oci_platform,
+                secrets=build_secrets(state),
             )
             state.log("build", result.log)
             digest, push_log = services.engine.push(state.image_ref)
@@ -233,6 +257,7 @@ def run_tests(state: BuildState, services: Services) -> BuildState:
                 suite=suite,
                 script_path=script,
                 timeout_s=state.suite_timeouts[suite],
+                read_only_root=state.suite_read_only.get(suite, True),
                 environment={
                     "FACTORY_MANIFEST_ID": state.manifest_id,
                     "FACTORY_PLATFORM": state.platform,

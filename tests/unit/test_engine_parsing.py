@@ -44,3 +44,12 @@ LOG = """\
 )
 def test_count_build_steps(log, expected):
     assert count_build_steps(log) == expected
+
+
+def test_redact_hides_every_secret_value_longest_first():
+    from factory.engine import redact
+
+    secrets = {"short": "abc", "long": "xxabcxx"}
+    assert redact("a xxabcxx and abc", secrets) == "a [secret:long] and [secret:short]"
+    assert redact("nothing here", secrets) == "nothing here"
+    assert redact("abc", {"empty": ""}) == "abc"
