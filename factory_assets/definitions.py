@@ -4,6 +4,7 @@ import dagster as dg
 
 from factory.platforms import PLATFORMS
 from factory.settings import Settings
+from factory_assets.executor import executor_for_environment
 from factory_assets.inputs import INPUT_SOURCES
 from factory_assets.jobs import BUILD_JOBS, MATRIX_JOB
 from factory_assets.matrix import compatibility_matrix
@@ -23,6 +24,8 @@ defs = dg.Definitions(
     jobs=[*BUILD_JOBS, MATRIX_JOB],
     sensors=[manifest_change_sensor, base_digest_sensor],
     schedules=NIGHTLY_SCHEDULES,
+    # Local: Dagster's multiprocess executor; FACTORY_EXECUTOR=k8s: one pod per step.
+    executor=executor_for_environment(),
     resources={
         "manifest_store": ManifestStore(path=str(_settings.manifest_store)),
         "docker_builder": DockerBuilder(docker_host=""),
