@@ -259,18 +259,45 @@ def run(manifest_store, manifest_ids, platforms, force, parallel) -> None:
 @main.command()
 @store_option
 @click.option(
-    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json", "html"]),
+    default="text",
+    show_default=True,
+    help="text: a table; json: cells with links and history; html: a self-contained page.",
 )
-def matrix(manifest_store, fmt) -> None:
-    """Print the compatibility matrix (manifest x platform) from the newest records."""
+@click.option(
+    "--output",
+    type=click.Path(dir_okay=False, writable=True),
+    default=None,
+    help="Write to this file instead of standard output (its folder must exist).",
+)
+@click.option(
+    "--history",
+    "history_n",
+    type=click.IntRange(0, 100),
+    default=5,
+    show_default=True,
+    help="Results per cell in the json/html history, newest first.",
+)
+def matrix(manifest_store, fmt, output, history_n) -> None:
+    """Print or write the compatibility matrix (manifest x platform) from the records."""
     from factory.matrix import format_text, matrix_cells
     from factory.planning import RecordIndex
     from factory.record_store import LocalRecordStore
+    from factory.report import matrix_html, matrix_json
     from factory.store import load_store
 
     settings = _settings(manifest_store)
+    # Checked before the plan (which asks the registry) so a typo fails fast and says so.
+    if output and not Path(output).resolve().parent.is_dir():
+        msg = (
+            f"cannot write {output}: the folder {Path(output).resolve().parent} does not exist; "
+            "create it or choose another --output"
+        )
+        raise click.ClickException(msg)
     try:
-        store, index, items = _plan(settings, manifest_ids=(), platforms=(), force=False)
+        store, _, items = _plan(settings, manifest_ids=(), platforms=(), force=False)
     except StoreError as exc:
         raise _fail(exc) from None
     except FactoryError as exc:
@@ -278,13 +305,32 @@ def matrix(manifest_store, fmt) -> None:
         # "stale" marks (keys changed since the record) need the current plan.
         click.echo(f"note: without the current plan ({exc}); stale cells are not marked", err=True)
         store = load_store(settings.manifest_store)
-        index = RecordIndex.from_records(LocalRecordStore(settings.data_dir).records())
         items = None
+    # One read of the records for the cells and their history, so the two agree.
+    record_store = LocalRecordStore(settings.data_dir)
+    records = list(record_store.records())
+    index = RecordIndex.from_records(records)
     cells = matrix_cells(store, index, items)
     if fmt == "json":
-        click.echo(json.dumps([c.__dict__ for c in cells], indent=2))
+        report = matrix_json(
+            cells, index, history=history_n, records=records, record_store=record_store
+        )
+        text = json.dumps(report, indent=2) + "\n"
+    elif fmt == "html":
+        text = matrix_html(
+            cells, index, history=history_n, records=records, record_store=record_store
+        )
     else:
-        click.echo(format_text(cells))
+        text = format_text(cells) + "\n"
+    if output is None:
+        click.echo(text, nl=False)
+        return
+    try:
+        Path(output).write_text(text)
+    except OSError as exc:
+        msg = f"cannot write {output}: {exc.strerror}; check the path and its permissions"
+        raise click.ClickException(msg) from None
+    click.echo(f"wrote the matrix ({fmt}, {len(cells)} cells) to {output}")
 
 
 @main.command()

@@ -1,9 +1,11 @@
 """The compatibility matrix: manifest x platform, from the newest records and the current plan."""
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from factory.planning import PlanItem, RecordIndex
 from factory.platforms import PLATFORMS
+from factory.records import CompatibilityRecord
 from factory.store import LoadedStore
 
 NOT_LISTED = "-"
@@ -59,6 +61,27 @@ def matrix_cells(
                     )
                 )
     return cells
+
+
+def history(
+    records: Iterable[CompatibilityRecord], n: int
+) -> dict[tuple[str, str], list[CompatibilityRecord]]:
+    """The newest `n` records of each (manifest_id, platform), newest first.
+
+    Ordered by (finished_at, build_id) like `RecordIndex`, so the first entry of a combination's
+    history is the record its cell shows. A cell's trend (flaky, newly broken, fixed) needs the
+    attempts before the newest one, which the index alone does not keep.
+    """
+    if n < 0:
+        msg = f"history length must be 0 or more, got {n}"
+        raise ValueError(msg)
+    by_combo: dict[tuple[str, str], list[CompatibilityRecord]] = {}
+    for record in records:
+        by_combo.setdefault((record.manifest_id, record.platform), []).append(record)
+    return {
+        combo: sorted(found, key=lambda r: (r.finished_at, r.build_id), reverse=True)[:n]
+        for combo, found in by_combo.items()
+    }
 
 
 def matrix_table(cells: list[Cell]) -> tuple[list[str], list[list[str]]]:
