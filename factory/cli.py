@@ -75,22 +75,18 @@ def validate(manifest_store: str | None) -> None:
 
 
 def _plan(settings: Settings, *, manifest_ids, platforms, force):
-    from factory.planning import RecordIndex, plan, resolve_base_digests
+    """The store, the record index and the plan, as `run`, `plan` and `matrix` share them."""
+    from factory.planning import plan_store
     from factory.record_store import LocalRecordStore
     from factory.store import load_store
 
     store = load_store(settings.manifest_store)
     for mid in manifest_ids:
         store.manifest(mid)  # a clear error for an unknown id
-    combos = store.combinations(manifest_ids=list(manifest_ids), platforms=list(platforms))
-    digests = resolve_base_digests(store, combos)
-    index = RecordIndex.from_records(LocalRecordStore(settings.data_dir).records())
-    host = services_module.docker_host(settings)
-    gpu = services_module.gpu_runtime_available(host)
-    items = plan(
+    gpu = services_module.gpu_runtime_available(services_module.docker_host(settings))
+    index, items = plan_store(
         store,
-        digests,
-        index,
+        LocalRecordStore(settings.data_dir).records(),
         gpu_available=gpu,
         force=force,
         manifest_ids=list(manifest_ids),
@@ -176,6 +172,7 @@ def run(manifest_store, manifest_ids, platforms, force, parallel) -> None:
     import dagster as dg
 
     from factory.matrix import format_text, matrix_cells
+    from factory.publish import publish_plan
     from factory.record_store import LocalRecordStore, RecordWatcher
     from factory_assets.instance import prepare_dagster_home, sync_partitions
     from factory_assets.launcher import materialize_matrix, run_items
@@ -242,11 +239,26 @@ def run(manifest_store, manifest_ids, platforms, force, parallel) -> None:
         )
     else:
         click.echo("nothing to run: every combination has a passing record for its current keys")
-    if not materialize_matrix():
-        click.echo("warning: the compatibility_matrix asset did not materialize", err=True)
+    matrix_ok = materialize_matrix()
+    if not matrix_ok:
+        click.echo(
+            "warning: the compatibility_matrix / multiarch_index assets did not materialize; "
+            "see the compatibility_matrix_job run in the UI",
+            err=True,
+        )
     _, index, fresh = _plan(settings, manifest_ids=(), platforms=(), force=False)
     click.echo("")
     click.echo(format_text(matrix_cells(store, index, fresh)))
+    click.echo("")
+    for decision in publish_plan(store, index, fresh):
+        if decision.ready and matrix_ok:
+            platforms = ", ".join(oci for _, oci in decision.index_entries())
+            click.echo(
+                f"published {settings.registry}/factory/{decision.manifest_id}:"
+                f"{decision.release_tag} and :latest ({platforms})"
+            )
+        else:
+            click.echo(f"not published {decision.manifest_id}: {'; '.join(decision.reasons)}")
     unrecorded = [o for o in outcomes if watcher.record_of(o.run_id) is None]
     if unrecorded:
         msg = (

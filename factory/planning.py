@@ -150,3 +150,30 @@ def plan(
             )
         )
     return items
+
+
+def plan_store(
+    store: LoadedStore,
+    records: Iterable[CompatibilityRecord],
+    *,
+    gpu_available: bool,
+    force: bool = False,
+    manifest_ids: list[str] | None = None,
+    platforms: list[str] | None = None,
+    base_digests: dict[tuple[str, str], str] | None = None,
+) -> tuple[RecordIndex, list[PlanItem]]:
+    """Resolve the bases (unless given), index the records and plan: the one way every caller
+    (CLI, sensors, assets) gets a plan."""
+    combos = store.combinations(manifest_ids=manifest_ids, platforms=platforms)
+    digests = base_digests if base_digests is not None else resolve_base_digests(store, combos)
+    index = RecordIndex.from_records(records)
+    items = plan(
+        store,
+        digests,
+        index,
+        gpu_available=gpu_available,
+        force=force,
+        manifest_ids=manifest_ids,
+        platforms=platforms,
+    )
+    return index, items

@@ -9,6 +9,7 @@ from factory_assets.inputs import INPUT_SOURCES
 from factory_assets.jobs import BUILD_JOBS, MATRIX_JOB
 from factory_assets.matrix import compatibility_matrix
 from factory_assets.platform_chain import build_platform_chain
+from factory_assets.publish import multiarch_index
 from factory_assets.schedules import NIGHTLY_SCHEDULES
 from resources import DockerBuilder, ManifestStore, RecordStore, Registry
 from sensors import base_digest_sensor, manifest_change_sensor
@@ -20,6 +21,7 @@ defs = dg.Definitions(
         *INPUT_SOURCES,
         *[a for p in PLATFORMS for a in build_platform_chain(p)],
         compatibility_matrix,
+        multiarch_index,
     ],
     jobs=[*BUILD_JOBS, MATRIX_JOB],
     sensors=[manifest_change_sensor, base_digest_sensor],

@@ -30,8 +30,9 @@ BUILD_JOBS = [
 
 MATRIX_JOB = dg.define_asset_job(
     name="compatibility_matrix_job",
-    selection=dg.AssetSelection.assets("compatibility_matrix"),
-    description="Rebuild the compatibility matrix from the records.",
+    selection=dg.AssetSelection.assets("compatibility_matrix", "multiarch_index"),
+    description="Rebuild the compatibility matrix from the records; publish ready multi-arch "
+    "indexes.",
 )
 
 

@@ -1,25 +1,50 @@
 """The compatibility matrix asset: manifest x platform, downstream of every platform's records."""
 
+import os
+
 import dagster as dg
 import pandas as pd
 
-from factory.matrix import matrix_cells, matrix_table
-from factory.planning import PlanItem, RecordIndex
+from factory.errors import FactoryError
+from factory.matrix import history, matrix_cells, matrix_table
+from factory.planning import RecordIndex, plan_store
 from factory.platforms import PLATFORMS
+from factory.store import LoadedStore
 from resources import DockerBuilder, ManifestStore, RecordStore
+
+# How many earlier results each cell shows next to its current status.
+HISTORY = int(os.environ.get("FACTORY_MATRIX_HISTORY", "5"))
+RECORD_DEPS = [
+    dg.AssetDep(
+        dg.AssetKey([p.slug, "compatibility_record"]),
+        partition_mapping=dg.AllPartitionMapping(),
+    )
+    for p in PLATFORMS
+]
+MARKS = {"pass": "✔", "fail": "✘", "error": "!"}
+
+
+def current_plan(
+    context: dg.AssetExecutionContext,
+    store: LoadedStore,
+    records: list,
+    docker_builder: DockerBuilder,
+):
+    """(index, plan items) — or the index alone when the registry or engine does not answer, so
+    the matrix still shows the records (without marking stale cells)."""
+    try:
+        gpu = docker_builder.gpu_available()
+        return plan_store(store, records, gpu_available=gpu)
+    except FactoryError as exc:
+        context.log.warning(f"matrix without the current plan (stale cells unmarked): {exc}")
+        return RecordIndex.from_records(records), None
 
 
 @dg.asset(
     name="compatibility_matrix",
     group_name="matrix",
     kinds={"pandas"},
-    deps=[
-        dg.AssetDep(
-            dg.AssetKey([p.slug, "compatibility_record"]),
-            partition_mapping=dg.AllPartitionMapping(),
-        )
-        for p in PLATFORMS
-    ],
+    deps=RECORD_DEPS,
     description="Manifest x platform status from the newest compatibility records.",
 )
 def compatibility_matrix(
@@ -31,27 +56,41 @@ def compatibility_matrix(
     """Reads the record store, not the upstream outputs: records are the source of truth, and a
     combination whose newest attempt failed has a record but no materialized record asset."""
     store = manifest_store.load()
-    index = RecordIndex.from_records(record_store.open().records())
-    gpu = docker_builder.gpu_available()
-    # Without a plan the matrix cannot tell stale cells; it still marks GPU cells not run here.
-    plan_items = [
-        PlanItem(m, p.name, p.pool, "skip", False, ["no_executor"], "", "", "normal")
-        for m, p in store.combinations()
-        if p.gpu and not gpu
-    ]
-    cells = matrix_cells(store, index, plan_items)
+    records = list(record_store.open().records())
+    index, items = current_plan(context, store, records, docker_builder)
+    cells = matrix_cells(store, index, items)
     header, rows = matrix_table(cells)
     frame = pd.DataFrame(rows, columns=header).set_index("manifest")
+    recent = history(records, HISTORY)
+    trend_rows = [
+        {
+            "manifest": row[0],
+            **{
+                platform.name: " ".join(
+                    MARKS.get(r.status, "?") for r in recent.get((row[0], platform.name), [])
+                )
+                or "-"
+                for platform in PLATFORMS
+            },
+        }
+        for row in rows
+    ]
     counts = {s: sum(1 for c in cells if c.status == s) for s in ("pass", "fail", "error")}
     context.log.info("\n" + frame.to_string())
+    columns = [dg.TableColumn(h, "string") for h in header]
     return dg.Output(
         frame,
         metadata={
             "matrix": dg.MetadataValue.table(
                 records=[dg.TableRecord(dict(zip(header, row, strict=True))) for row in rows],
-                schema=dg.TableSchema(columns=[dg.TableColumn(h, "string") for h in header]),
+                schema=dg.TableSchema(columns=columns),
+            ),
+            f"last_{HISTORY}_results": dg.MetadataValue.table(
+                records=[dg.TableRecord(r) for r in trend_rows],
+                schema=dg.TableSchema(columns=columns),
             ),
             "combinations": sum(1 for c in cells if c.status != "-"),
+            "stale": sum(1 for c in cells if c.stale),
             **{f"{s}_count": n for s, n in counts.items()},
         },
     )

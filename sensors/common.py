@@ -3,7 +3,7 @@
 import dagster as dg
 
 from factory.errors import FactoryError
-from factory.planning import PlanItem, RecordIndex, plan
+from factory.planning import PlanItem, plan_store
 from factory.platforms import platform as lookup_platform
 from factory.store import LoadedStore
 from factory_assets.inputs import inputs_key
@@ -22,8 +22,9 @@ def runnable_items(
         gpu = docker_builder.gpu_available()
     except FactoryError:
         gpu = False  # an engine that does not answer has no GPU runtime we could use
-    index = RecordIndex.from_records(record_store.open().records())
-    items = plan(store, digests, index, gpu_available=gpu)
+    _, items = plan_store(
+        store, record_store.open().records(), gpu_available=gpu, base_digests=digests
+    )
     return sorted(
         (i for i in items if i.action == "run"),
         key=lambda i: (i.priority != "high", i.manifest_id, i.platform),
