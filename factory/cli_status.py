@@ -1,0 +1,53 @@
+"""`factory status`: queues per pool and recent build figures, as a table or JSON."""
+
+import json
+
+import click
+
+from factory.errors import FactoryError
+from factory.settings import Settings
+
+DEFAULT_WINDOW_HOURS = 24 * 7
+
+
+@click.command(name="status")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option(
+    "--window-hours",
+    type=click.FloatRange(min=0, min_open=True),
+    default=DEFAULT_WINDOW_HOURS,
+    show_default=True,
+    help="Aggregate builds that finished within this many hours.",
+)
+def status_command(as_json: bool, window_hours: float) -> None:
+    """Queue depth, oldest wait, running, throughput, retries and dead letters per pool; build
+    success rate, p50/p95 build and test times and cache hit ratio per pool and platform.
+
+    Reads the Dagster instance at DAGSTER_HOME and the records under FACTORY_DATA_DIR; it starts
+    nothing, so it works while runs are going on.
+    """
+    # Dagster is imported here so that `factory --help` and the other commands stay fast.
+    from datetime import timedelta
+
+    import dagster as dg
+
+    from factory.record_store import LocalRecordStore
+    from factory_assets.instance import prepare_dagster_home
+    from factory_assets.queue_metrics import format_status, status_report
+
+    settings = Settings.from_env()
+    try:
+        prepare_dagster_home(settings)
+        with dg.DagsterInstance.get() as instance:
+            report = status_report(
+                instance,
+                LocalRecordStore(settings.data_dir).records(),
+                settings.data_dir,
+                window=timedelta(hours=window_hours),
+            )
+    except FactoryError as exc:
+        raise click.ClickException(str(exc)) from None
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+    else:
+        click.echo(format_status(report))

@@ -1,0 +1,107 @@
+"""Retention as a Dagster job: the same plan and apply as `factory gc`, once a week when enabled.
+
+The schedule ships STOPPED: deleting images is a decision an operator turns on, not a default.
+Counts go on the op's output metadata (plotted across runs in the UI) and onto the run as
+`factory/gc_*` tags, so the runs list shows what each gc removed without opening it.
+
+Records are read through `record_store.open()`, so the registry part works with the S3 record
+store too; evidence files are only removed under the local data dir (none exist there with S3,
+where a bucket lifecycle rule is the tool for old evidence).
+"""
+
+import os
+from pathlib import Path
+
+import dagster as dg
+
+from factory.retention import (
+    DEFAULT_EVIDENCE_DAYS,
+    DEFAULT_KEEP,
+    apply_gc,
+    local_registry_config,
+    plan_gc,
+)
+from resources import RecordStore, Registry
+
+RETENTION_CRON = os.environ.get("FACTORY_RETENTION_CRON", "0 4 * * 0")
+GC_TAG_PREFIX = "factory/gc_"
+# Plan lines logged per run; the rest are counted, not listed, to keep the event log small.
+MAX_LOGGED_LINES = 200
+
+
+class RetentionConfig(dg.Config):
+    """What to keep; the defaults are `factory gc`'s."""
+
+    keep: int = DEFAULT_KEEP
+    evidence_days: int = DEFAULT_EVIDENCE_DAYS
+    dry_run: bool = False
+    collect: bool = True
+
+
+@dg.op(
+    description="Delete image tags beyond the newest N per manifest x platform and old evidence; "
+    "records are kept.",
+)
+def retention_gc(
+    context: dg.OpExecutionContext,
+    config: RetentionConfig,
+    record_store: RecordStore,
+    registry: Registry,
+) -> dict:
+    data_dir = Path(record_store.data_dir)
+    client = registry.client()
+    plan = plan_gc(
+        record_store.open().records(),
+        client,
+        keep=config.keep,
+        evidence_days=config.evidence_days,
+        data_dir=data_dir,
+    )
+    lines = plan.lines()
+    for line in lines[:MAX_LOGGED_LINES]:
+        context.log.info(line)
+    if len(lines) > MAX_LOGGED_LINES:
+        context.log.info(f"... and {len(lines) - MAX_LOGGED_LINES} more")
+    summary: dict = {f"planned_{key}": value for key, value in plan.summary().items()}
+    summary["dry_run"] = config.dry_run
+    if not config.dry_run:
+        registry_config = local_registry_config(data_dir, registry.address)
+        result = apply_gc(
+            plan,
+            client,
+            data_dir,
+            registry_config=registry_config if config.collect else None,
+        )
+        summary.update(result.summary())
+        if result.collect is not None:
+            context.log.info(result.collect.detail)
+    counts = {k: v for k, v in summary.items() if isinstance(v, int) and not isinstance(v, bool)}
+    context.instance.add_run_tags(
+        context.run_id, {f"{GC_TAG_PREFIX}{key}": str(value) for key, value in counts.items()}
+    )
+    context.add_output_metadata(
+        {
+            **{key: dg.MetadataValue.int(value) for key, value in counts.items()},
+            "dry_run": dg.MetadataValue.bool(config.dry_run),
+            "warnings": dg.MetadataValue.md("\n".join(f"- {w}" for w in plan.warnings) or "none"),
+        }
+    )
+    return summary
+
+
+@dg.job(
+    name="retention_job",
+    description="Registry and evidence retention (`factory gc`): keep the newest image tags per "
+    "manifest x platform, evidence for 90 days unless released; records always.",
+)
+def retention_job() -> None:
+    retention_gc()
+
+
+retention_schedule = dg.ScheduleDefinition(
+    name="retention_schedule",
+    job=retention_job,
+    cron_schedule=RETENTION_CRON,
+    default_status=dg.DefaultScheduleStatus.STOPPED,
+    description="Weekly retention gc (Sunday 04:00 by default; FACTORY_RETENTION_CRON).",
+)
