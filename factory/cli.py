@@ -437,5 +437,15 @@ def status() -> None:
         sys.exit(1)
 
 
+def _register_commands() -> None:
+    from factory.cli_gc import gc_command
+    from factory.cli_status import status_command
+
+    main.add_command(status_command)
+    main.add_command(gc_command)
+
+
+_register_commands()
+
 if __name__ == "__main__":
     main()

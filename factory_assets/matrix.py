@@ -1,6 +1,7 @@
 """The compatibility matrix asset: manifest x platform, downstream of every platform's records."""
 
 import os
+from pathlib import Path
 
 import dagster as dg
 import pandas as pd
@@ -10,6 +11,7 @@ from factory.matrix import history, matrix_cells, matrix_table
 from factory.planning import RecordIndex, plan_store
 from factory.platforms import PLATFORMS
 from factory.store import LoadedStore
+from factory_assets.queue_metrics import queue_metadata, status_report
 from resources import DockerBuilder, ManifestStore, RecordStore
 
 # How many earlier results each cell shows next to its current status.
@@ -88,6 +90,9 @@ def compatibility_matrix(
             f"last_{HISTORY}_results": dg.MetadataValue.table(
                 records=[dg.TableRecord(r) for r in trend_rows],
                 schema=dg.TableSchema(columns=columns),
+            ),
+            **queue_metadata(
+                status_report(context.instance, records, Path(record_store.data_dir))
             ),
             "combinations": sum(1 for c in cells if c.status != "-"),
             "stale": sum(1 for c in cells if c.stale),
