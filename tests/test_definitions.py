@@ -49,3 +49,13 @@ def test_one_build_job_per_platform():
         job = defs.resolve_job_def(f"build_{platform.slug}")
         assert job.partitions_def.name == f"manifests_{platform.slug}"
     assert defs.resolve_job_def("compatibility_matrix_job")
+
+
+def test_sensors_schedules_and_matrix_side_assets_are_defined():
+    assert {s.name for s in defs.sensors} >= {"manifest_change_sensor", "base_digest_sensor"}
+    schedules = {s.name for s in defs.schedules}
+    assert {"nightly_reverify_linux_amd64", "retention_schedule"} <= schedules
+    graph = defs.resolve_asset_graph()
+    assert graph.has(dg.AssetKey("multiarch_index"))
+    assert graph.get(dg.AssetKey(["linux_amd64", "inputs"])).is_observable
+    assert defs.resolve_job_def("retention_job")
