@@ -1,0 +1,115 @@
+"""A local S3-compatible endpoint for tests: moto's server mode on a free loopback port.
+
+moto (the `dev` extra) answers the S3 API over HTTP, conditional writes included, so the S3 record
+store is tested through the real boto3 client, its retries and its paginators. The server is a
+subprocess of the test and is stopped by its PID; every test gets a bucket of its own.
+"""
+
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import boto3
+
+# moto accepts any credentials; these keep boto3 from looking for real ones.
+ACCESS_KEY_ID = "factory-test"
+SECRET_ACCESS_KEY = "factory-test-secret"
+REGION = "us-east-1"
+START_TIMEOUT_S = 30.0
+PORT_ATTEMPTS = 3
+
+
+@dataclass(frozen=True)
+class S3Server:
+    endpoint_url: str
+    pid: int
+
+    def client(self, **config: Any) -> Any:
+        """A boto3 S3 client for this server; `config` goes to botocore's Config."""
+        from botocore.config import Config
+
+        return boto3.session.Session().client(
+            "s3",
+            endpoint_url=self.endpoint_url,
+            aws_access_key_id=ACCESS_KEY_ID,
+            aws_secret_access_key=SECRET_ACCESS_KEY,
+            region_name=REGION,
+            config=Config(max_pool_connections=32, **config),
+        )
+
+    @cached_property
+    def admin(self) -> Any:
+        """One client for the tests' own set-up (a boto3 client costs ~0.25 s to make)."""
+        return self.client()
+
+    def new_bucket(self) -> str:
+        name = f"factory-test-{uuid.uuid4().hex[:12]}"
+        self.admin.create_bucket(Bucket=name)
+        return name
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _answers(endpoint_url: str) -> bool:
+    try:
+        boto3.session.Session().client(
+            "s3",
+            endpoint_url=endpoint_url,
+            aws_access_key_id=ACCESS_KEY_ID,
+            aws_secret_access_key=SECRET_ACCESS_KEY,
+            region_name=REGION,
+        ).list_buckets()
+    except Exception:  # not listening yet: any connection error means "ask again"
+        return False
+    return True
+
+
+@contextmanager
+def moto_server(log_dir: Path) -> Iterator[S3Server]:
+    """Start `moto_server` on a free port, yield it once it answers, then stop that PID."""
+    executable = Path(sys.executable).with_name("moto_server")
+    for attempt in range(PORT_ATTEMPTS):
+        port = _free_port()  # another process may take it before moto binds: then try another
+        log_path = log_dir / f"moto-{port}.log"
+        with log_path.open("w") as log:
+            process = subprocess.Popen(
+                [str(executable), "-H", "127.0.0.1", "-p", str(port)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        try:
+            endpoint = f"http://127.0.0.1:{port}"
+            deadline = time.monotonic() + START_TIMEOUT_S
+            while process.poll() is None and not _answers(endpoint):
+                if time.monotonic() > deadline:
+                    log_text = log_path.read_text()
+                    msg = f"moto_server did not answer in {START_TIMEOUT_S}s:\n{log_text}"
+                    raise RuntimeError(msg)
+                time.sleep(0.1)
+            if process.poll() is not None:
+                if attempt + 1 < PORT_ATTEMPTS:
+                    continue
+                msg = f"moto_server exited ({process.returncode}):\n{log_path.read_text()}"
+                raise RuntimeError(msg)
+            yield S3Server(endpoint_url=endpoint, pid=process.pid)
+            return
+        finally:
+            if process.poll() is None:
+                process.terminate()
+                try:
+                    process.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait(timeout=10)
