@@ -1,0 +1,231 @@
+"""What Dagster and record keeping cost: the example matrix by a shell loop vs `factory run`.
+
+    .venv/bin/python -m bench.orchestration_overhead [--parallel 2] [--repeat 3]
+
+Needs root and `factory services up`. Both sides build the same Dockerfiles (rendered by the same
+code as `factory render`), with the same BuildKit flags (`--platform`, inline cache,
+`--cache-from` the per-arch cache ref), push the image and cache ref, and run each test suite in a
+container with the same limits, `--parallel` combinations at a time. The shell side is
+`xargs -P N` over a bash script of `docker build`, `docker push` and `docker run`; the Dagster
+side is `factory run` (plan, one Dagster run per combination, SBOM, evidence, provenance and
+records, then the matrix asset). Each side has its own isolated workspace (bench/isolated.py) and
+engine, measured from the same two states:
+
+- cold: fresh engines, registry namespaces holding only the base;
+- cached: the same engines and registries again, everything in cache (`factory run --force`).
+
+Each state is measured `--repeat` times (fresh engines and registries for every cold round);
+the ratio is Dagster wall time over shell wall time, medians.
+"""
+
+import argparse
+import json
+import os
+import re
+import shlex
+import shutil
+import statistics
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from bench.isolated import Workspace, summarize, workspace
+from factory.buildlog import run_steps
+from factory.extra_engine import extra_engine
+from factory.keys import build_key, cache_ref, combination_inputs, image_ref
+from factory.planning import resolve_base_digests
+from factory.render import render_dockerfile
+from factory.store import load_store
+
+RUN_LINE_RE = re.compile(r"^\[\d+/\d+\] .* in ([\d.]+)s\b", re.MULTILINE)
+
+# The same limits as factory.engine.Engine.run_suite.
+COMBINATION_SH = r"""#!/bin/bash
+# One combination: build (BuildKit, inline cache), push image and cache ref, run each suite.
+set -u
+start=$(date +%s.%N)
+dir=$1 oci=$2 image=$3 cache=$4 manifest=$5 platform=$6
+shift 6
+log=$dir/log
+results=$dir/../results
+{
+  DOCKER_BUILDKIT=1 /usr/bin/docker build --progress=plain --platform "$oci" \
+    --build-arg BUILDKIT_INLINE_CACHE=1 --cache-from "$cache" -t "$image" -t "$cache" \
+    -f "$dir/Dockerfile" "$dir/context" &&
+  /usr/bin/docker push "$image" && /usr/bin/docker push "$cache"
+} >"$log" 2>&1 || { echo "$manifest $platform error $start $(date +%s.%N)" >>"$results"; exit 0; }
+status=pass
+for suite in "$@"; do
+  name=${suite%%:*} rest=${suite#*:}
+  timeout_s=${rest%%:*} script=${rest#*:}
+  timeout "$((timeout_s + 10))" /usr/bin/docker run --rm --platform "$oci" --network none \
+    --memory 512m --pids-limit 256 --cap-drop ALL --security-opt no-new-privileges \
+    -e FACTORY_MANIFEST_ID="$manifest" -e FACTORY_PLATFORM="$platform" \
+    -v "$script:/factory/tests/$name.sh:ro" "$image" /bin/sh "/factory/tests/$name.sh" \
+    >>"$log" 2>&1 || status=fail
+done
+echo "$manifest $platform $status $start $(date +%s.%N)" >>"$results"
+"""
+
+
+def prepare_shell_jobs(ws: Workspace, folder: Path) -> Path:
+    """Render every runnable combination and write one job line each, in `factory run`'s order."""
+    store = load_store(ws.store)
+    combos = [(m, p) for m, p in store.combinations() if not p.gpu]
+    digests = resolve_base_digests(store, combos)
+    # run_items' order: high priority first, then manifest id and platform.
+    combos.sort(key=lambda c: (store.manifest(c[0]).priority != "high", c[0], c[1].name))
+    lines = []
+    for manifest_id, platform in combos:
+        manifest = store.manifest(manifest_id)
+        inputs = combination_inputs(
+            store, manifest_id, platform, digests[(manifest.base, platform.oci_platform)]
+        )
+        key = build_key(inputs)
+        job = folder / f"{manifest_id}-{platform.slug}"
+        (job / "context").mkdir(parents=True)
+        (job / "Dockerfile").write_text(render_dockerfile(store, inputs, key).text)
+        suites = []
+        for suite in manifest.tests:
+            script = job / f"{suite}.sh"
+            script.write_text(store.suite_file(suite).text)
+            suites.append(f"{suite}:{store.model.test_suites[suite].timeout_s}:{script}")
+        args = [
+            str(job),
+            platform.oci_platform,
+            image_ref(ws.registry, manifest_id, platform, key),
+            cache_ref(ws.registry, manifest_id, platform),
+            manifest_id,
+            platform.name,
+            *suites,
+        ]
+        lines.append(shlex.join(args))
+    jobs = folder / "jobs"
+    jobs.write_text("\n".join(lines) + "\n")
+    (folder / "combination.sh").write_text(COMBINATION_SH)
+    return jobs
+
+
+def run_shell(ws: Workspace, host: str, folder: Path, parallel: int) -> dict:
+    """The plain loop: `xargs -P` over the combination script; wall time and outcomes."""
+    results = folder / "results"
+    results.unlink(missing_ok=True)
+    started = time.monotonic()
+    subprocess.run(
+        f"xargs -P {parallel} -L 1 bash {shlex.quote(str(folder / 'combination.sh'))} "
+        f"< {shlex.quote(str(folder / 'jobs'))}",
+        shell=True,
+        check=True,
+        env=ws.env(host),
+        timeout=1200,
+    )
+    seconds = time.monotonic() - started
+    lines = [line.split() for line in results.read_text().splitlines()]
+    outcomes = [fields[2] for fields in lines]
+    per_combination = [float(fields[4]) - float(fields[3]) for fields in lines]
+    # The same cache state as the Dagster side: the RUN steps each build took from cache.
+    runs = [s for log in folder.glob("*/log") for s in run_steps(log.read_text(errors="replace"))]
+    return {
+        "run_steps": len(runs),
+        "run_steps_cached": sum(1 for s in runs if s.cached),
+        "seconds": round(seconds, 2),
+        "statuses": {s: outcomes.count(s) for s in sorted(set(outcomes))},
+        "per_combination_s": round(statistics.mean(per_combination), 2),
+    }
+
+
+def run_dagster(ws: Workspace, host: str, parallel: int, *, force: bool) -> dict:
+    before = {r.build_id for r in ws.records()}
+    args = ["run", "--parallel", str(parallel), *(["--force"] if force else [])]
+    run = ws.factory(host, *args)
+    fresh = [r for r in ws.records() if r.build_id not in before]
+    figures = summarize(ws, fresh)
+    figures["sbom_s_sum"] = round(sum(r.timings_s.get("sbom", 0.0) for r in fresh), 2)
+    # `factory run` prints each run's own duration: "[3/7] pass edge_proxy linux/arm64 in 4.2s".
+    per_run = [float(m.group(1)) for m in RUN_LINE_RE.finditer(run.output)]
+    figures["per_combination_s"] = round(statistics.mean(per_run), 2) if per_run else None
+    return {"seconds": round(run.seconds, 2), **figures}
+
+
+def one_round(tmp: Path, parallel: int) -> list[dict]:
+    """Cold then cached, for both sides, each side on its own engine and registry."""
+    rows = []
+    with (
+        workspace(tmp / "shell") as shell_ws,
+        workspace(tmp / "dagster") as dagster_ws,
+        extra_engine(tmp) as shell_host,
+        extra_engine(tmp) as dagster_host,
+    ):
+        jobs_dir = tmp / "shell" / "jobs"
+        jobs_dir.mkdir()
+        prepare_shell_jobs(shell_ws, jobs_dir)
+        for state, force in (("cold", False), ("cached", True)):
+            shell = run_shell(shell_ws, shell_host, jobs_dir, parallel)
+            dagster = run_dagster(dagster_ws, dagster_host, parallel, force=force)
+            row = {
+                "state": state,
+                "shell_s": shell["seconds"],
+                "dagster_s": dagster["seconds"],
+                "ratio": round(dagster["seconds"] / shell["seconds"], 2),
+                "shell_statuses": shell["statuses"],
+                "shell_per_combination_s": shell["per_combination_s"],
+                "shell_run_steps_cached": f"{shell['run_steps_cached']}/{shell['run_steps']}",
+                "dagster": dagster,
+            }
+            print(json.dumps(row), flush=True)
+            rows.append(row)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--parallel", type=int, default=2)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    started = time.monotonic()
+    load_before = os.getloadavg()
+    rows: list[dict] = []
+    for i in range(args.repeat):
+        # Short: the engines' unix sockets live under it.
+        tmp = Path(tempfile.mkdtemp(prefix="fx-"))
+        try:
+            rows.extend(one_round(tmp, args.parallel))
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        print(f"round {i + 1}/{args.repeat} done", flush=True)
+    summary = {"parallel": args.parallel, "repeat": args.repeat}
+    print()
+    for state in ("cold", "cached"):
+        mine = [r for r in rows if r["state"] == state]
+        shell = statistics.median(r["shell_s"] for r in mine)
+        dagster = statistics.median(r["dagster_s"] for r in mine)
+        inner = statistics.median(
+            r["dagster"]["build_s_sum"] + r["dagster"]["test_s_sum"] + r["dagster"]["sbom_s_sum"]
+            for r in mine
+        )
+        shell_each = statistics.median(r["shell_per_combination_s"] for r in mine)
+        dagster_each = statistics.median(
+            r["dagster"]["per_combination_s"] or float("nan") for r in mine
+        )
+        summary[state] = {
+            "shell_per_combination_s": round(shell_each, 2),
+            "dagster_per_run_s": round(dagster_each, 2),
+            "shell_s": round(shell, 2),
+            "dagster_s": round(dagster, 2),
+            "ratio": round(dagster / shell, 2),
+            "dagster_build_test_sbom_s_sum": round(inner, 2),
+        }
+        print(
+            f"{state:<7} shell loop {shell:6.1f}s   factory run (Dagster) {dagster:6.1f}s   "
+            f"ratio {dagster / shell:.2f}x   (inside the Dagster runs: build+test+sbom "
+            f"{inner:.1f}s summed over combinations)\n"
+            f"{'':<7} per combination: shell {shell_each:.2f}s, Dagster run {dagster_each:.2f}s"
+        )
+    summary["total_s"] = round(time.monotonic() - started, 1)
+    summary["loadavg_1m_before_after"] = [round(load_before[0], 2), round(os.getloadavg()[0], 2)]
+    print(json.dumps({"summary": summary}))
+
+
+if __name__ == "__main__":
+    main()
