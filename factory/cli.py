@@ -77,8 +77,8 @@ def validate(manifest_store: str | None) -> None:
 def _plan(settings: Settings, *, manifest_ids, platforms, force):
     """The store, the record index and the plan, as `run`, `plan` and `matrix` share them."""
     from factory.planning import plan_store
-    from factory.record_store import LocalRecordStore
     from factory.store import load_store
+    from factory.stores import open_record_store
 
     store = load_store(settings.manifest_store)
     for mid in manifest_ids:
@@ -86,7 +86,7 @@ def _plan(settings: Settings, *, manifest_ids, platforms, force):
     gpu = services_module.gpu_runtime_available(services_module.docker_host(settings))
     index, items = plan_store(
         store,
-        LocalRecordStore(settings.data_dir).records(),
+        open_record_store(settings).records(),
         gpu_available=gpu,
         force=force,
         manifest_ids=list(manifest_ids),
@@ -173,7 +173,8 @@ def run(manifest_store, manifest_ids, platforms, force, parallel) -> None:
 
     from factory.matrix import format_text, matrix_cells
     from factory.publish import publish_plan
-    from factory.record_store import LocalRecordStore, RecordWatcher
+    from factory.record_store import RecordWatcher
+    from factory.stores import open_record_store
     from factory_assets.instance import prepare_dagster_home, sync_partitions
     from factory_assets.launcher import materialize_matrix, run_items
 
@@ -206,7 +207,7 @@ def run(manifest_store, manifest_ids, platforms, force, parallel) -> None:
             f"  queued   {item.manifest_id} {item.platform} ({what}: {','.join(item.reasons)})"
         )
 
-    records = LocalRecordStore(settings.data_dir)
+    records = open_record_store(settings)
     watcher = RecordWatcher(records)
 
     def on_done(item, outcome) -> None:
@@ -296,9 +297,9 @@ def matrix(manifest_store, fmt, output, history_n) -> None:
     """Print or write the compatibility matrix (manifest x platform) from the records."""
     from factory.matrix import format_text, matrix_cells
     from factory.planning import RecordIndex
-    from factory.record_store import LocalRecordStore
     from factory.report import matrix_html, matrix_json
     from factory.store import load_store
+    from factory.stores import open_record_store
 
     settings = _settings(manifest_store)
     # Checked before the plan (which asks the registry) so a typo fails fast and says so.
@@ -319,7 +320,7 @@ def matrix(manifest_store, fmt, output, history_n) -> None:
         store = load_store(settings.manifest_store)
         items = None
     # One read of the records for the cells and their history, so the two agree.
-    record_store = LocalRecordStore(settings.data_dir)
+    record_store = open_record_store(settings)
     records = list(record_store.records())
     index = RecordIndex.from_records(records)
     cells = matrix_cells(store, index, items)
@@ -351,12 +352,12 @@ def matrix(manifest_store, fmt, output, history_n) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the full records as JSON.")
 def records(manifest_ids, platforms, as_json) -> None:
     """List compatibility records, newest last."""
-    from factory.record_store import LocalRecordStore
+    from factory.stores import open_record_store
 
     settings = Settings.from_env()
     found = [
         r
-        for r in LocalRecordStore(settings.data_dir).records()
+        for r in open_record_store(settings).records()
         if (not manifest_ids or r.manifest_id in manifest_ids)
         and (not platforms or r.platform in platforms)
     ]
@@ -377,14 +378,12 @@ def records(manifest_ids, platforms, as_json) -> None:
 @click.option("--no-registry", is_flag=True, help="Do not check the image in the registry.")
 def verify(build_id, no_registry) -> None:
     """Recheck one record: evidence, SBOM and provenance hashes, subjects, the registry digest."""
-    from factory.record_store import LocalRecordStore
+    from factory.stores import open_record_store
     from factory.verify import verify_build
 
     settings = Settings.from_env()
     try:
-        report = verify_build(
-            build_id, LocalRecordStore(settings.data_dir), registry_check=not no_registry
-        )
+        report = verify_build(build_id, open_record_store(settings), registry_check=not no_registry)
     except FactoryError as exc:
         raise _fail(exc) from None
     for line in report.lines():

@@ -54,9 +54,9 @@ def gc_command(
     Deleted images free disk space once the registry's garbage-collect runs, which is only safe
     with the registry stopped: `factory gc` says when to run `factory gc --collect-only`.
     """
-    from factory.record_store import LocalRecordStore
     from factory.registry import RegistryClient
     from factory.retention import apply_gc, collect_garbage, local_registry_config, plan_gc
+    from factory.stores import open_record_store
 
     settings = Settings.from_env()
     try:
@@ -75,7 +75,7 @@ def gc_command(
             return
         client = RegistryClient(settings.registry)
         plan = plan_gc(
-            LocalRecordStore(settings.data_dir).records(),
+            open_record_store(settings).records(),
             client,
             keep=keep,
             evidence_days=evidence_days,

@@ -31,7 +31,7 @@ def status_command(as_json: bool, window_hours: float) -> None:
 
     import dagster as dg
 
-    from factory.record_store import LocalRecordStore
+    from factory.stores import open_record_store
     from factory_assets.instance import prepare_dagster_home
     from factory_assets.queue_metrics import format_status, status_report
 
@@ -41,7 +41,7 @@ def status_command(as_json: bool, window_hours: float) -> None:
         with dg.DagsterInstance.get() as instance:
             report = status_report(
                 instance,
-                LocalRecordStore(settings.data_dir).records(),
+                open_record_store(settings).records(),
                 settings.data_dir,
                 window=timedelta(hours=window_hours),
             )

@@ -2,7 +2,7 @@
 
 FactoryError
  +-- StoreError            the manifest store is invalid (carries every problem found)
- +-- ServiceError          a local service (Docker Engine, registry, qemu) is missing or not answering
+ +-- ServiceError          a service (Docker Engine, registry, qemu) is missing or not answering
  +-- RegistryError         the OCI registry answered, but not as expected
  +-- StageError            one stage of one combination failed (render, build, push, test, sbom)
  +-- RecordExistsError     a record for this build_id is already written: records are immutable
@@ -77,4 +77,4 @@ class RecordExistsError(FactoryError):
 
 
 class NoExecutorError(FactoryError):
-    """No executor here can run this platform (a GPU combination on a host without an NVIDIA runtime)."""
+    """No executor here can run this platform (GPU on a host without an NVIDIA runtime)."""

@@ -370,6 +370,7 @@ def _write_record(
     error: StageError | None,
     partition: str | None,
     attempts: int = 1,
+    run_id: str | None = None,
 ) -> tuple[CompatibilityRecord, str]:
     if services.records.get("record", state.build_id) is not None:
         msg = (
@@ -412,7 +413,8 @@ def _write_record(
         error=error_info,
         started_at=state.started_at,
         finished_at=finished_at,
-        dagster=DagsterRef(run_id=state.run_id, partition=partition),
+        # The run that finished the attempt (a retry resumes another run's state).
+        dagster=DagsterRef(run_id=run_id or state.run_id, partition=partition),
     )
     if error_info is not None:
         services.records.put_json(
@@ -433,10 +435,16 @@ def _write_record(
 
 
 def record_success(
-    state: BuildState, services: Services, *, partition: str | None = None
+    state: BuildState,
+    services: Services,
+    *,
+    partition: str | None = None,
+    run_id: str | None = None,
 ) -> tuple[CompatibilityRecord, str]:
     """Write the evidence log and a `pass` record."""
-    return _write_record(state, services, status="pass", error=None, partition=partition)
+    return _write_record(
+        state, services, status="pass", error=None, partition=partition, run_id=run_id
+    )
 
 
 def record_failure(
@@ -446,8 +454,15 @@ def record_failure(
     *,
     partition: str | None = None,
     attempts: int = 1,
+    run_id: str | None = None,
 ) -> tuple[CompatibilityRecord, str]:
     """Write the evidence log, `errors/error-<build_id>.json` and a `fail`/`error` record."""
     return _write_record(
-        state, services, status=error.status, error=error, partition=partition, attempts=attempts
+        state,
+        services,
+        status=error.status,
+        error=error,
+        partition=partition,
+        attempts=attempts,
+        run_id=run_id,
     )

@@ -1,7 +1,8 @@
 """Where things are: every setting comes from an environment variable with an embedded default.
 
 Relative paths in the environment are taken from the current directory; the embedded defaults are
-anchored at the project's checkout so `dagster dev`, the CLI and the tests agree wherever they start.
+anchored at the project's checkout, so `dagster dev`, the CLI and the tests agree wherever they
+start.
 """
 
 import os

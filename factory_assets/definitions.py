@@ -12,7 +12,8 @@ from factory_assets.platform_chain import build_platform_chain
 from factory_assets.publish import multiarch_index
 from factory_assets.retention import retention_job, retention_schedule
 from factory_assets.schedules import NIGHTLY_SCHEDULES
-from resources import DockerBuilder, ManifestStore, RecordStore, Registry
+from resources import DockerBuilder, ManifestStore, Registry
+from resources.record_store_selection import record_store_from_env
 from sensors import base_digest_sensor, manifest_change_sensor
 
 _settings = Settings.from_env()
@@ -33,6 +34,7 @@ defs = dg.Definitions(
         "manifest_store": ManifestStore(path=str(_settings.manifest_store)),
         "docker_builder": DockerBuilder(docker_host=""),
         "registry": Registry(address=_settings.registry),
-        "record_store": RecordStore(data_dir=str(_settings.data_dir)),
+        # The local folders, or S3 when FACTORY_S3_BUCKET is set.
+        "record_store": record_store_from_env(_settings),
     },
 )

@@ -92,7 +92,12 @@ def _fail(
         _retry_transient(context, policy, state.label(), error)
     # Only the final attempt is recorded: one record per build attempt that finished.
     record, uri = record_failure(
-        state, error, services, partition=context.partition_key, attempts=context.retry_number + 1
+        state,
+        error,
+        services,
+        partition=context.partition_key,
+        attempts=context.retry_number + 1,
+        run_id=context.run_id,
     )
     raise dg.Failure(
         description=(
@@ -301,7 +306,9 @@ def build_platform_chain(
             registry=registry.address,
         )
         try:
-            record, uri = record_success(state, services, partition=context.partition_key)
+            record, uri = record_success(
+                state, services, partition=context.partition_key, run_id=context.run_id
+            )
         except FactoryError as exc:
             raise dg.Failure(description=f"{state.label()}: stage record failed: {exc}") from exc
         image_info = record.image

@@ -23,8 +23,8 @@ attempt (no record, error file, evidence or temp file).
 
 Seen while writing it, and shown by `pytest -s`: the multiprocess executor's step process outlives
 the killed worker and finishes the image step (its STEP_SUCCESS lands in the failed run's log);
-the record step only ever runs in the retry. The retry reuses the killed run's dockerfile output,
-so the record carries the killed run's run_id: the xfail below holds that until it is fixed.
+the record step only ever runs in the retry. The retry reuses the killed run's dockerfile output
+(same build_id), and the record names the retry: the run that finished the attempt.
 """
 
 import json
@@ -380,14 +380,6 @@ def test_the_combination_has_exactly_one_complete_record(loss):
     assert list(loss.store.root.rglob(".tmp-*")) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "the retry re-executes from the failure and reuses the killed run's dockerfile output, "
-        "whose BuildState carries the killed run's run_id (and build_id, started_at) into the "
-        "record; fix: ALL_STEPS retries for build jobs, or take run_id from the record step"
-    ),
-)
 def test_the_record_names_the_run_that_finished_it(loss):
     [record] = loss.records
     assert record.dagster.run_id == loss.retry.run_id
