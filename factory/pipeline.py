@@ -335,7 +335,9 @@ def _evidence_text(state: BuildState) -> str:
     return header + "\n" + "\n".join(sections)
 
 
-def _write_provenance(state: BuildState, services: Services, finished_at: str) -> dict | None:
+def _write_provenance(
+    state: BuildState, services: Services, finished_at: str, run_id: str | None
+) -> dict | None:
     """An in-toto SLSA provenance statement for a built image (none when nothing was built)."""
     if not state.image or not state.image.get("digest"):
         return None
@@ -347,7 +349,7 @@ def _write_provenance(state: BuildState, services: Services, finished_at: str) -
         inputs=state.inputs,
         build_key=state.build_key,
         record_key=state.record_key,
-        dagster_run_id=state.run_id,
+        dagster_run_id=run_id,
         started_at=state.started_at,
         finished_at=finished_at,
         builder_id=builder_id(),
@@ -382,10 +384,11 @@ def _write_record(
         "evidence", state.build_id, _evidence_text(state).encode()
     )
     finished_at = utc_now()
+    run_id = run_id or state.run_id
     evidence: dict = {
         "log": {"uri": log_uri, "sha256": log_sha},
         "sbom": state.evidence.get("sbom"),
-        "provenance": _write_provenance(state, services, finished_at),
+        "provenance": _write_provenance(state, services, finished_at, run_id),
     }
     error_info = None
     if error is not None:
@@ -414,7 +417,7 @@ def _write_record(
         started_at=state.started_at,
         finished_at=finished_at,
         # The run that finished the attempt (a retry resumes another run's state).
-        dagster=DagsterRef(run_id=run_id or state.run_id, partition=partition),
+        dagster=DagsterRef(run_id=run_id, partition=partition),
     )
     if error_info is not None:
         services.records.put_json(
