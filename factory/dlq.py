@@ -1,0 +1,244 @@
+"""Dead letters: builds that failed for good with nothing an operator could read as a result.
+
+A failing test or a broken Dockerfile is a result: the run leaves a `fail`/`error` record, the
+matrix shows it, and re-running changes nothing until the input changes. A dead letter is the
+other kind of failure, the one a later re-run may well fix:
+
+- `retries_exhausted`: transient trouble (engine or registry not answering, push/pull timeouts)
+  outlasted the step's retries; the record says `error` with `transient: true`. Keyed by build_id.
+- `no_record`: the run failed and left no record at all (the base could not be resolved, the
+  run worker died, the record could not be written). Keyed by the Dagster run id, since no
+  build_id was ever recorded.
+
+Letters live in `dlq/<key>.json`, written once through the record store (temp file + hard link
+locally, a conditional PUT on S3), so a sensor that sees the same run twice writes one letter.
+`factory dlq requeue` re-runs the combination and first claims the letter with a marker,
+`dlq/<key>.requeued.json`, written once the same way: of two concurrent requeues (a double
+click, two operators) exactly one goes ahead. The marker goes through the store's own `dlq` kind
+(id `<key>.requeued`), so it needs no new layout entry and works on every store; `letter_keys`
+is the list of letters without the markers.
+
+No Dagster import: the CLI, the sensor and the tests share this module.
+"""
+
+import json
+from dataclasses import dataclass
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from factory.errors import FactoryError, RecordExistsError
+from factory.record_store import RecordStore
+from factory.records import CompatibilityRecord, log_tail
+
+DLQ_VERSION = 1
+REQUEUED_SUFFIX = ".requeued"  # marker id = letter key + suffix: dlq/<key>.requeued.json
+SUMMARY_CHARS = 300
+MESSAGE_CHARS = 4000
+Reason = Literal["retries_exhausted", "no_record"]
+
+
+class DeadLetterError(FactoryError):
+    """A dead letter is missing, unreadable, or already requeued."""
+
+
+class UnknownDeadLetterError(DeadLetterError):
+    """No dead letter has this key."""
+
+
+class AlreadyRequeuedError(DeadLetterError):
+    """The dead letter was requeued before: requeueing claims it once."""
+
+
+class DeadLetter(BaseModel):
+    """One combination whose run failed for good; the file `dlq/<key>.json`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dlq_version: Literal[1] = DLQ_VERSION
+    key: str  # the file name: build_id, or run_id when no record exists
+    reason: Reason
+    build_id: str | None
+    run_id: str
+    job_name: str | None = None
+    manifest_id: str | None
+    platform: str | None
+    pool: str | None
+    stage: str
+    error: str  # one line, for listings
+    message: str  # the whole message, capped
+    transient: bool
+    attempts: int
+    log_tail: str
+    failed_at: str
+    record: str | None = None  # uri of the record, when there is one
+    error_file: str | None = None  # uri of errors/error-<build_id>.json, when there is one
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A dead letter and, once requeued, the marker that says when and how."""
+
+    letter: DeadLetter
+    requeued: dict | None
+
+    def as_dict(self) -> dict:
+        return {**self.letter.model_dump(mode="json"), "requeued": self.requeued}
+
+
+def summary(message: str) -> str:
+    """The first non-empty line of a message, short enough for a table."""
+    for line in message.splitlines():
+        if line.strip():
+            return line.strip()[:SUMMARY_CHARS]
+    return ""
+
+
+def needs_dead_letter(record: CompatibilityRecord) -> bool:
+    """A recorded failure is a dead letter only when it is transient: the retries ran out.
+
+    `fail` (a test failed) and a non-transient `error` (render or build failed) are results.
+    """
+    return record.status == "error" and record.error is not None and record.error.transient
+
+
+def letter_for_record(
+    record: CompatibilityRecord,
+    *,
+    run_id: str,
+    job_name: str | None,
+    failed_at: str,
+    record_uri: str | None,
+    error_uri: str | None,
+    run_log: str = "",
+) -> DeadLetter:
+    """The dead letter of a transient failure whose final attempt was recorded.
+
+    Its log tail is the record's; when that is empty (a registry that never answered leaves no
+    tool output) the run's own log tail is kept instead, so the letter is never mute.
+    """
+    error = record.error
+    if error is None:
+        msg = f"record {record.build_id} has no error section: it is not a failure"
+        raise DeadLetterError(msg)
+    return DeadLetter(
+        key=record.build_id,
+        reason="retries_exhausted",
+        build_id=record.build_id,
+        run_id=run_id,
+        job_name=job_name,
+        manifest_id=record.manifest_id,
+        platform=record.platform,
+        pool=record.pool,
+        stage=error.stage,
+        error=summary(error.message),
+        message=error.message[:MESSAGE_CHARS],
+        transient=error.transient,
+        attempts=error.attempts,
+        log_tail=error.log_tail or log_tail(run_log),
+        failed_at=failed_at,
+        record=record_uri,
+        error_file=error_uri,
+    )
+
+
+def letter_without_record(
+    *,
+    run_id: str,
+    job_name: str | None,
+    manifest_id: str | None,
+    platform: str | None,
+    pool: str | None,
+    stage: str,
+    message: str,
+    transient: bool,
+    attempts: int,
+    log_text: str,
+    failed_at: str,
+) -> DeadLetter:
+    """The dead letter of a run that left no record: keyed by its run id."""
+    return DeadLetter(
+        key=run_id,
+        reason="no_record",
+        build_id=None,
+        run_id=run_id,
+        job_name=job_name,
+        manifest_id=manifest_id,
+        platform=platform,
+        pool=pool,
+        stage=stage,
+        error=summary(message),
+        message=message[:MESSAGE_CHARS],
+        transient=transient,
+        attempts=attempts,
+        log_tail=log_tail(log_text),
+        failed_at=failed_at,
+    )
+
+
+def write(store: RecordStore, letter: DeadLetter) -> bool:
+    """Write the letter once; False when a letter with this key is already there.
+
+    Idempotent on purpose: a sensor may evaluate the same run twice (a restarted daemon, a reset
+    cursor), and the first letter written is the one kept.
+    """
+    if store.get("dlq", letter.key) is not None:
+        return False
+    try:
+        store.put_json("dlq", letter.key, letter.model_dump(mode="json"))
+    except RecordExistsError:
+        return False  # another evaluation won the race; its letter stands
+    return True
+
+
+def read(store: RecordStore, key: str) -> DeadLetter:
+    """The letter with this key; UnknownDeadLetterError names where it looked."""
+    try:
+        data = store.get("dlq", key)
+    except ValueError as exc:  # a key that could not be a file name
+        msg = f"no dead letter {key!r}: {exc}"
+        raise UnknownDeadLetterError(msg) from exc
+    if data is None:
+        msg = f"no dead letter {key!r} at {store.uri('dlq', key)}; `factory dlq list` shows them"
+        raise UnknownDeadLetterError(msg)
+    try:
+        return DeadLetter.model_validate_json(data)
+    except ValidationError as exc:
+        msg = f"dead letter {store.uri('dlq', key)} is not a dead letter Factory can read: {exc}"
+        raise DeadLetterError(msg) from exc
+
+
+def letter_keys(store: RecordStore) -> list[str]:
+    """The keys of the dead letters (the `dlq` ids that are not requeue markers)."""
+    return [k for k in store.list_ids("dlq") if not k.endswith(REQUEUED_SUFFIX)]
+
+
+def requeued(store: RecordStore, key: str) -> dict | None:
+    """The requeue marker of a letter, or None while it waits."""
+    data = store.get("dlq", key + REQUEUED_SUFFIX)
+    return None if data is None else json.loads(data)
+
+
+def mark_requeued(store: RecordStore, key: str, details: dict) -> str:
+    """Claim the letter for a requeue, once; return the marker's uri.
+
+    The store writes the marker once (temp file + hard link, or a conditional PUT), so of two
+    concurrent requeues exactly one gets the claim and the other AlreadyRequeuedError.
+    """
+    read(store, key)  # only an existing letter can be requeued
+    try:
+        uri, _ = store.put_json("dlq", key + REQUEUED_SUFFIX, {"key": key, **details})
+    except RecordExistsError:
+        earlier = requeued(store, key) or {}
+        msg = (
+            f"dead letter {key} was already requeued at {earlier.get('requeued_at', '?')}; "
+            "a letter is requeued once (its new run is in `factory records` and the UI)"
+        )
+        raise AlreadyRequeuedError(msg) from None
+    return uri
+
+
+def entries(store: RecordStore) -> list[Entry]:
+    """Every letter with its requeue marker, oldest failure first."""
+    found = [Entry(read(store, key), requeued(store, key)) for key in letter_keys(store)]
+    return sorted(found, key=lambda e: (e.letter.failed_at, e.letter.key))
