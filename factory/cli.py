@@ -437,11 +437,13 @@ def status() -> None:
 
 
 def _register_commands() -> None:
+    from factory.cli_dlq import dlq_group
     from factory.cli_gc import gc_command
     from factory.cli_status import status_command
 
     main.add_command(status_command)
     main.add_command(gc_command)
+    main.add_command(dlq_group)
 
 
 _register_commands()

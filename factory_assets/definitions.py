@@ -14,7 +14,7 @@ from factory_assets.retention import retention_job, retention_schedule
 from factory_assets.schedules import NIGHTLY_SCHEDULES
 from resources import DockerBuilder, ManifestStore, Registry
 from resources.record_store_selection import record_store_from_env
-from sensors import base_digest_sensor, manifest_change_sensor
+from sensors import base_digest_sensor, dead_letter_sensor, manifest_change_sensor
 
 _settings = Settings.from_env()
 
@@ -26,7 +26,7 @@ defs = dg.Definitions(
         multiarch_index,
     ],
     jobs=[*BUILD_JOBS, MATRIX_JOB, retention_job],
-    sensors=[manifest_change_sensor, base_digest_sensor],
+    sensors=[manifest_change_sensor, base_digest_sensor, dead_letter_sensor],
     schedules=[*NIGHTLY_SCHEDULES, retention_schedule],
     # Local: Dagster's multiprocess executor; FACTORY_EXECUTOR=k8s: one pod per step.
     executor=executor_for_environment(),
