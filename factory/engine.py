@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -157,6 +158,7 @@ class Engine:
         cache_ref: str,
         oci_platform: str,
         secrets: dict[str, str] | None = None,
+        extra_cache_from: Sequence[str] = (),
     ) -> BuildResult:
         """Build with BuildKit for one platform, importing and exporting the inline cache.
 
@@ -187,6 +189,8 @@ class Engine:
                 "BUILDKIT_INLINE_CACHE=1",
                 "--cache-from",
                 cache_ref,
+                # Imported only, never exported: the stack prefix that prewarm pushed.
+                *[arg for ref in extra_cache_from for arg in ("--cache-from", ref)],
                 "-t",
                 image_ref,
                 "-t",

@@ -25,6 +25,7 @@ from factory.errors import (
 from factory.keys import build_key, cache_ref, combination_inputs, image_ref, record_key
 from factory.platforms import Platform
 from factory.platforms import platform as lookup_platform
+from factory.prewarm import stack_cache_ref_for
 from factory.provenance import build_provenance
 from factory.record_store import RecordStore
 from factory.records import (
@@ -73,6 +74,7 @@ class BuildState:
     suite_timeouts: dict[str, int] = field(default_factory=dict)
     suite_read_only: dict[str, bool] = field(default_factory=dict)
     secret_ids: list[str] = field(default_factory=list)  # ids only: values never enter the state
+    stack_cache_ref: str | None = None  # the prewarmed base+security+core prefix, if any
     logs: list[tuple[str, str]] = field(default_factory=list)
     timings_s: dict[str, float] = field(default_factory=dict)
     image: dict | None = None
@@ -176,6 +178,7 @@ def prepare(
         suite_timeouts={s: store.model.test_suites[s].timeout_s for s in manifest.tests},
         suite_read_only={s: store.model.test_suites[s].read_only_root for s in manifest.tests},
         secret_ids=list(manifest.build_secrets),
+        stack_cache_ref=stack_cache_ref_for(store, manifest_id, platform, services.registry),
     )
     try:
         rendered = render_dockerfile(store, inputs, bkey)
@@ -213,6 +216,7 @@ def build_image(
                 cache_ref=state.cache_ref,
                 oci_platform=platform.oci_platform,
                 secrets=build_secrets(state),
+                extra_cache_from=(state.stack_cache_ref,) if state.stack_cache_ref else (),
             )
             state.log("build", result.log)
             digest, push_log = services.engine.push(state.image_ref)

@@ -9,6 +9,7 @@ from factory_assets.inputs import INPUT_SOURCES
 from factory_assets.jobs import BUILD_JOBS, MATRIX_JOB
 from factory_assets.matrix import compatibility_matrix
 from factory_assets.platform_chain import build_platform_chain
+from factory_assets.prewarm import prewarm_job, prewarm_schedule
 from factory_assets.publish import multiarch_index
 from factory_assets.retention import retention_job, retention_schedule
 from factory_assets.schedules import NIGHTLY_SCHEDULES
@@ -25,9 +26,9 @@ defs = dg.Definitions(
         compatibility_matrix,
         multiarch_index,
     ],
-    jobs=[*BUILD_JOBS, MATRIX_JOB, retention_job],
+    jobs=[*BUILD_JOBS, MATRIX_JOB, retention_job, prewarm_job],
     sensors=[manifest_change_sensor, base_digest_sensor, dead_letter_sensor],
-    schedules=[*NIGHTLY_SCHEDULES, retention_schedule],
+    schedules=[*NIGHTLY_SCHEDULES, retention_schedule, prewarm_schedule],
     # Local: Dagster's multiprocess executor; FACTORY_EXECUTOR=k8s: one pod per step.
     executor=executor_for_environment(),
     resources={
