@@ -223,11 +223,13 @@ def run(manifest_store, manifest_ids, platforms, force, parallel) -> None:
         if record.error:
             detail = f"stage {record.error.stage}: {record.error.message}"
         else:
-            detail = (
+            built = (
                 f"build {record.timings_s.get('build', 0):.1f}s "
-                f"({record.cache.cached}/{record.cache.steps} cached), "
-                f"test {record.timings_s.get('test', 0):.1f}s"
+                f"({record.cache.cached}/{record.cache.steps} steps cached)"
+                if record.image is None or record.image.rebuilt
+                else "image reused (same build key)"
             )
+            detail = f"{built}, test {record.timings_s.get('test', 0):.1f}s"
         click.echo(
             f"[{done['n']}/{total}] {record.status:5} {item.manifest_id} {item.platform} "
             f"in {outcome.seconds:.1f}s: {detail} (run {outcome.run_id[:8]})"
