@@ -7,6 +7,7 @@ error file, immutable record) and then fails with a message naming manifest, pla
 """
 
 import os
+from collections.abc import Callable
 from typing import NoReturn
 
 import dagster as dg
@@ -117,6 +118,22 @@ def _fail(
     )
 
 
+def _run_stage(
+    context: dg.AssetExecutionContext,
+    state: BuildState,
+    stage: Callable[[BuildState, Services], BuildState],
+    resources: tuple[DockerBuilder, Registry, RecordStore],
+    policy: dg.RetryPolicy,
+) -> BuildState:
+    """Run one stage on the upstream state; a failure is recorded, then fails the step."""
+    _check_same_partition(context, state)
+    services = _services(*resources, gpu=False)
+    try:
+        return stage(state, services)
+    except StateError as err:
+        _fail(context, err, services, policy)
+
+
 def _check_same_partition(context: dg.AssetExecutionContext, state: BuildState) -> None:
     if state.manifest_id != context.partition_key:
         msg = (
@@ -203,12 +220,13 @@ def build_platform_chain(
         registry: Registry,
         record_store: RecordStore,
     ) -> dg.Output:
-        _check_same_partition(context, state)
-        services = _services(docker_builder, registry, record_store, gpu=False)
-        try:
-            state = build_image(state, services, force_rebuild=config.force_rebuild)
-        except StateError as err:
-            _fail(context, err, services, policy)
+        state = _run_stage(
+            context,
+            state,
+            lambda s, services: build_image(s, services, force_rebuild=config.force_rebuild),
+            (docker_builder, registry, record_store),
+            policy,
+        )
         assert state.image is not None
         return dg.Output(
             state,
@@ -237,12 +255,9 @@ def build_platform_chain(
         registry: Registry,
         record_store: RecordStore,
     ) -> dg.Output:
-        _check_same_partition(context, state)
-        services = _services(docker_builder, registry, record_store, gpu=False)
-        try:
-            state = run_tests(state, services)
-        except StateError as err:
-            _fail(context, err, services, policy)
+        state = _run_stage(
+            context, state, run_tests, (docker_builder, registry, record_store), policy
+        )
         return dg.Output(
             state,
             metadata={
@@ -270,12 +285,9 @@ def build_platform_chain(
         registry: Registry,
         record_store: RecordStore,
     ) -> dg.Output:
-        _check_same_partition(context, state)
-        services = _services(docker_builder, registry, record_store, gpu=False)
-        try:
-            state = make_sbom(state, services)
-        except StateError as err:
-            _fail(context, err, services, policy)
+        state = _run_stage(
+            context, state, make_sbom, (docker_builder, registry, record_store), policy
+        )
         return dg.Output(
             state,
             metadata={
