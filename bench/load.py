@@ -100,6 +100,10 @@ class Figures:
     duplicated: int = 0
     records_from_other_runs: int = 0
     dead_letters: int = 0
+    record_statuses: dict[str, int] = field(default_factory=dict)
+    # Failed runs that left neither a record nor a dead letter: work nobody would hear of. The
+    # sensor ticks every ~30 s, so a failure in the last seconds may not be lettered yet.
+    failed_without_trace: int = 0
     startup_s: float = 0.0
     total_s: float = 0.0
     runs_per_minute: float = 0.0
@@ -503,7 +507,13 @@ def run_load(args: argparse.Namespace, workdir: Path) -> Figures:
     figures.lost = sum(1 for c in combos if per_combo[c] == 0)
     figures.duplicated = sum(1 for c in combos if per_combo[c] > 1)
     figures.records_from_other_runs = sum(1 for r in written if r.dagster.run_id not in runs_by_id)
-    figures.dead_letters = len(dlq.letter_keys(record_store))
+    letters = [dlq.read(record_store, key) for key in dlq.letter_keys(record_store)]
+    figures.dead_letters = len(letters)
+    figures.record_statuses = dict(Counter(r.status for r in written))
+    traced = {r.dagster.run_id for r in written} | {letter.run_id for letter in letters}
+    figures.failed_without_trace = sum(
+        1 for run_id, run in runs_by_id.items() if run.is_failure and run_id not in traced
+    )
     assert sampler is not None
     figures.peak_rss_mb = {k: round(v / 2**20, 1) for k, v in sorted(sampler.peak.items())}
     figures.peak_processes = dict(sampler.peak_processes)
@@ -529,6 +539,11 @@ def report(figures: Figures) -> None:
         f"records           {figures.records} (lost {figures.lost}, duplicated "
         f"{figures.duplicated}, from other runs {figures.records_from_other_runs}); "
         f"dead letters {figures.dead_letters}"
+    )
+    statuses = ", ".join(f"{n} {s}" for s, n in sorted(figures.record_statuses.items()))
+    print(
+        f"                  by status: {statuses or 'none'}; failed runs with neither record "
+        f"nor dead letter: {figures.failed_without_trace}"
     )
     for name in ("daemon", "webserver"):
         print(

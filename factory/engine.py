@@ -114,6 +114,16 @@ class Engine:
                 raise ServiceError(msg) from exc
         return self._client
 
+    def engine_id(self) -> str | None:
+        """The ID this engine reports for itself (stable across restarts, distinct per engine);
+        None when it does not say, which is not worth failing a build over."""
+        try:
+            info = self.client.info()
+        except (DockerException, requests.RequestException):
+            return None
+        value = info.get("ID") if isinstance(info, dict) else None
+        return value if isinstance(value, str) and value else None
+
     def _cli_env(self) -> dict[str, str]:
         return {**os.environ, "DOCKER_HOST": self.docker_host, "DOCKER_BUILDKIT": "1"}
 

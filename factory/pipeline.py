@@ -1,7 +1,8 @@
 """One combination's build, stage by stage: render, build (or reuse), test, SBOM, record.
 
-The Dagster assets call these functions one per step and pass the `BuildState` between steps; the
-functions themselves know nothing of Dagster, so the same code runs from tests and tools. A stage
+One Dagster step per combination calls these functions in turn and hands the `BuildState` from
+one to the next in memory (no IO manager, no shared disk between processes); the functions
+themselves know nothing of Dagster, so the same code runs from tests and tools. A stage
 that fails calls `record_failure`, which writes the evidence, the error file and an immutable record
 with status `fail` (a test failed) or `error` (anything else) before the step fails.
 """
@@ -15,6 +16,7 @@ from pathlib import Path
 
 from factory import sbom as sbom_module
 from factory.engine import Engine
+from factory.executor_identity import ExecutorIdentity
 from factory.errors import (
     NoExecutorError,
     RecordExistsError,
@@ -34,6 +36,7 @@ from factory.records import (
     DagsterRef,
     ErrorInfo,
     EvidenceRef,
+    ExecutorRef,
     ImageInfo,
     SuiteResult,
     log_tail,
@@ -56,7 +59,7 @@ class StateError(Exception):
 
 @dataclass
 class BuildState:
-    """Everything one build attempt has learned so far; picklable, passed from step to step."""
+    """Everything one build attempt has learned so far, handed from stage to stage."""
 
     build_id: str
     manifest_id: str
@@ -102,6 +105,7 @@ class Services:
     work_dir: Path  # where test scripts are staged for bind mounts into test containers
     registry: str  # where images and cache refs are pushed, e.g. 127.0.0.1:5000
     gpu_available: bool = False
+    executor: ExecutorIdentity | None = None  # named in the record and its evidence
 
 
 SECRET_ENV_PREFIX = "FACTORY_SECRET_"
@@ -330,11 +334,13 @@ def make_sbom(state: BuildState, services: Services) -> BuildState:
     return state
 
 
-def _evidence_text(state: BuildState) -> str:
+def _evidence_text(state: BuildState, executor: ExecutorIdentity | None) -> str:
     header = (
         f"factory build {state.build_id}\nmanifest {state.manifest_id}\nplatform {state.platform}\n"
         f"build_key {state.build_key}\nrecord_key {state.record_key}\nimage {state.image_ref}\n"
     )
+    if executor is not None:
+        header += f"executor {executor.describe()}\n"
     sections = [f"===== {stage} =====\n{text.rstrip()}\n" for stage, text in state.logs]
     return header + "\n" + "\n".join(sections)
 
@@ -385,7 +391,7 @@ def _write_record(
         )
         raise RecordExistsError(msg)
     log_uri, log_sha = services.records.put(
-        "evidence", state.build_id, _evidence_text(state).encode()
+        "evidence", state.build_id, _evidence_text(state, services.executor).encode()
     )
     finished_at = utc_now()
     run_id = run_id or state.run_id
@@ -422,6 +428,7 @@ def _write_record(
         finished_at=finished_at,
         # The run that finished the attempt (a retry resumes another run's state).
         dagster=DagsterRef(run_id=run_id, partition=partition),
+        executor=ExecutorRef(**services.executor.as_record()) if services.executor else None,
     )
     if error_info is not None:
         services.records.put_json(

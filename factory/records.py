@@ -67,6 +67,17 @@ class DagsterRef(_Section):
     partition: str | None = None
 
 
+class ExecutorRef(_Section):
+    """Where the build ran (see factory/executor_identity.py)."""
+
+    kind: str
+    worker: str
+    pool: str
+    host: str
+    docker_host: str
+    engine_id: str | None = None
+
+
 class CompatibilityRecord(_Section):
     """One build attempt's outcome for one manifest x platform."""
 
@@ -88,6 +99,8 @@ class CompatibilityRecord(_Section):
     started_at: str
     finished_at: str
     dagster: DagsterRef = Field(default_factory=DagsterRef)
+    # Absent in records written before executors were named.
+    executor: ExecutorRef | None = None
 
 
 def parse_record(data: dict) -> CompatibilityRecord:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from factory.planning import PlanItem
 from factory.platforms import platform as lookup_platform
 from factory_assets.jobs import build_job_name, run_tags
+from factory_assets.platform_chain import chain_step_name
 
 QUIET_LOGGERS = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 
@@ -49,7 +50,7 @@ def run_combination(item: PlanItem, force_rebuild: bool) -> RunOutcome:
     job = defs.resolve_job_def(build_job_name(platform.slug))
     run_config = dict(QUIET_LOGGERS)
     if force_rebuild:
-        run_config["ops"] = {f"{platform.slug}__image": {"config": {"force_rebuild": True}}}
+        run_config["ops"] = {chain_step_name(platform): {"config": {"force_rebuild": True}}}
     with dg.DagsterInstance.get() as instance:
         result = job.execute_in_process(
             partition_key=item.manifest_id,

@@ -21,6 +21,7 @@ from factory.platforms import PLATFORMS, Platform
 from factory.record_store import RecordStore as Store
 from factory.records import CompatibilityRecord
 from factory_assets.jobs import BUILD_JOBS
+from factory_assets.platform_chain import STAGE_OF_ASSET
 from resources import RecordStore
 
 BUILD_JOB_NAMES = frozenset(job.name for job in BUILD_JOBS)
@@ -28,25 +29,18 @@ BUILD_JOB_NAMES = frozenset(job.name for job in BUILD_JOBS)
 # launch of the run this is (dagster.yaml `run_retries`).
 WILL_RETRY_TAG = "dagster/will_retry"
 RETRY_NUMBER_TAG = "dagster/retry_number"
-# Each chain step and the record stage it stands for.
-STAGE_OF_STEP = {
-    "dockerfile": "render",
-    "image": "build",
-    "test_report": "test",
-    "sbom": "sbom",
-    "compatibility_record": "record",
-}
 BY_SLUG = {p.slug: p for p in PLATFORMS}
 LOG_EVENTS = 40
 # Events that say what a run meant to do, not what happened: left out of a letter's log tail.
 NOISE = frozenset({dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED})
 
 
-def chain_step(step_key: str | None) -> tuple[Platform, str] | None:
-    """(platform, stage) of a chain step key such as `linux_amd64__image`, else None."""
+def chain_step(step_key: str | None) -> Platform | None:
+    """The platform of a chain step key (`linux_amd64__chain`) or of one of its assets'
+    keys joined by `__` (`linux_amd64__image`), else None."""
     slug, _, name = (step_key or "").rpartition("__")
-    if slug in BY_SLUG and name in STAGE_OF_STEP:
-        return BY_SLUG[slug], STAGE_OF_STEP[name]
+    if slug in BY_SLUG and (name == "chain" or name in STAGE_OF_ASSET):
+        return BY_SLUG[slug]
     return None
 
 
@@ -145,10 +139,10 @@ def dead_letter_for(
         )
     failure = next((e for e in failures if chain_step(e.step_key)), None)
     failure = failure or (failures[0] if failures else None)
-    step = chain_step(failure.step_key) if failure is not None else None
-    platform = step[0] if step else None
+    platform = chain_step(failure.step_key) if failure is not None else None
     if failure is not None:
-        stage = step[1] if step else failure.step_key or "run"
+        # The chain's failures name the stage they stopped at; others are named by their step.
+        stage = _metadata_text(failure, "stage") or failure.step_key or "run"
         message = _failure_message(failure)
         attempts = _attempts(instance, run.run_id, failure.step_key)
         # A step that asked for another attempt met trouble its retry policy calls transient.
