@@ -16,7 +16,6 @@ from pathlib import Path
 
 from factory import sbom as sbom_module
 from factory.engine import Engine
-from factory.executor_identity import ExecutorIdentity
 from factory.errors import (
     NoExecutorError,
     RecordExistsError,
@@ -24,6 +23,7 @@ from factory.errors import (
     ServiceError,
     StageError,
 )
+from factory.executor_identity import ExecutorIdentity
 from factory.keys import build_key, cache_ref, combination_inputs, image_ref, record_key
 from factory.platforms import Platform
 from factory.platforms import platform as lookup_platform

@@ -91,9 +91,7 @@ def compatibility_matrix(
                 records=[dg.TableRecord(r) for r in trend_rows],
                 schema=dg.TableSchema(columns=columns),
             ),
-            **queue_metadata(
-                status_report(context.instance, records, Path(record_store.data_dir))
-            ),
+            **queue_metadata(status_report(context.instance, records, Path(record_store.data_dir))),
             "combinations": sum(1 for c in cells if c.status != "-"),
             "stale": sum(1 for c in cells if c.stale),
             **{f"{s}_count": n for s, n in counts.items()},
