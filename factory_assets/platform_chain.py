@@ -34,6 +34,7 @@ from factory.pipeline import (
     run_tests,
 )
 from factory.platforms import Platform
+from factory.step_guard import die_with_parent
 from factory_assets.inputs import inputs_key
 from factory_assets.partitions import PARTITIONS
 from factory_assets.platforms import k8s_op_tags
@@ -163,6 +164,8 @@ def _start(
     """Open the services and render (stage `render`); failures before a state exists have nothing
     to record and fail the step with a message that says what to do."""
     manifest_store, docker_builder, registry, record_store = resources
+    # A lost run worker must not leave this step running to write a second record.
+    die_with_parent()
     what = f"{context.partition_key} on {platform.name}"
     services = None
     try:

@@ -30,6 +30,25 @@ def test_every_platform_has_its_chain_partitioned_and_pooled():
         assert parents == {dg.AssetKey([platform.slug, "dockerfile"])}
 
 
+def test_each_combination_is_one_step_that_cannot_be_subset():
+    """A platform's five assets are one op: one process, one pod, one Celery task per partition,
+    with no output handed over through an IO manager."""
+    for platform in PLATFORMS:
+        keys = {dg.AssetKey([platform.slug, name]) for name in CHAIN}
+        assets_defs = {id(defs.resolve_assets_def(key)) for key in keys}
+        assert len(assets_defs) == 1, platform.name
+        chain = defs.resolve_assets_def(dg.AssetKey([platform.slug, "image"]))
+        assert set(chain.keys) == keys
+        assert not chain.can_subset
+        assert chain.op.name == f"{platform.slug}__chain"
+        assert chain.op.pool == platform.pool
+        # Nothing goes through an IO manager: every input and output is of type Nothing.
+        assert all(i.dagster_type.is_nothing for i in chain.op.input_defs)
+        assert all(out.dagster_type.is_nothing for out in chain.op.output_defs)
+        job = defs.resolve_job_def(f"build_{platform.slug}")
+        assert [node.name for node in job.nodes] == [chain.op.name]
+
+
 def test_gpu_steps_ask_for_a_gpu_and_tolerate_its_taint():
     key = dg.AssetKey(["linux_amd64_gpu", "image"])
     tags = defs.resolve_assets_def(key).get_op_def_for_asset_key(key).tags

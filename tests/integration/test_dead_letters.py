@@ -127,7 +127,7 @@ def test_failure_without_record_is_keyed_by_run_id(services, instance, tmp_path)
     assert letter["reason"] == "no_record" and letter["stage"] == "render"
     assert letter["transient"] is True and letter["attempts"] == 3
     assert letter["manifest_id"] == "no_base" and letter["pool"] == "amd64"
-    assert CLOSED in letter["message"] and "linux_amd64__dockerfile" in letter["log_tail"]
+    assert CLOSED in letter["message"] and "linux_amd64__chain" in letter["log_tail"]
 
 
 def test_run_that_will_be_retried_is_not_dead_lettered_yet(services, instance, tmp_path):

@@ -4,7 +4,7 @@ A temp DAGSTER_HOME gets the project's dagster.yaml (run monitoring, run retries
 `retry_on_asset_or_op_failure: false`; only the polling intervals are shortened here), and
 `dagster-daemon` serves the project's own workspace.yaml with the queued run coordinator and the
 default run launcher. One run of `build_linux_amd64` is submitted with `dagster job launch`; its
-image step builds a fragment that sleeps, and while it does, the test kills that run's worker
+chain step builds a fragment that sleeps, and while it does, the test kills that run's worker
 process (SIGKILL, by the PID the worker reported in its own "Started process for run" event).
 
 Who notices: with the DefaultRunLauncher, Dagster's run monitoring daemon cannot. In 1.13.27
@@ -21,10 +21,11 @@ What must hold: the run is failed, one retry run is launched and succeeds, and t
 holds exactly one record for the combination, complete and verified, and nothing of the killed
 attempt (no record, error file, evidence or temp file).
 
-Seen while writing it, and shown by `pytest -s`: the multiprocess executor's step process outlives
-the killed worker and finishes the image step (its STEP_SUCCESS lands in the failed run's log);
-the record step only ever runs in the retry. The retry reuses the killed run's dockerfile output
-(same build_id), and the record names the retry: the run that finished the attempt.
+The combination is one step (the chain). The multiprocess executor runs it in a child of the
+run worker, and a child left running would finish the chain and write a record beside the
+retry's; the step arms `PR_SET_PDEATHSIG` (factory/step_guard.py), so it dies with its worker.
+The test checks that the step processes are gone and that the killed run logged no step success
+after it was failed. The record names the retry: the run that finished the attempt.
 """
 
 import json
@@ -56,7 +57,7 @@ pytestmark = pytest.mark.integration
 MANIFEST_ID = "executor_loss"
 SLUG = "linux_amd64"
 JOB = f"build_{SLUG}"
-IMAGE_STEP = f"{SLUG}__image"
+CHAIN_STEP = f"{SLUG}__chain"
 SLEEP_S = 8
 # The step is well into its `sleep` when the worker dies, not still setting up.
 KILL_AFTER_STEP_START_S = 2.0
@@ -165,6 +166,15 @@ def _worker_pid(instance: dg.DagsterInstance, run_id: str) -> int | None:
     return None
 
 
+def _alive(pid: int) -> bool:
+    """A running process (not a zombie waiting to be reaped)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, IndexError):
+        return False
+    return state != "Z"
+
+
 def _step_started(instance: dg.DagsterInstance, run_id: str, step_key: str) -> float | None:
     for event in instance.all_logs(run_id, of_type=dg.DagsterEventType.STEP_START):
         if event.step_key == step_key:
@@ -185,13 +195,14 @@ class Loss:
     worker_pid: int
     worker_cmdline: str
     step_pids: list[int]
+    orphans_alive: list[int]  # step processes still running once the run was marked failed
     records: list[CompatibilityRecord]
     store: LocalRecordStore
     timings: dict[str, float] = field(default_factory=dict)
 
 
 def _start(services, tmp_path: Path) -> tuple[Path, dict[str, str], Path]:
-    """DAGSTER_HOME, the environment and the data dir; a store whose image step sleeps."""
+    """DAGSTER_HOME, the environment and the data dir; a store whose build sleeps."""
     home = tmp_path / "home"
     home.mkdir()
     (home / "dagster.yaml").write_text(_instance_config())
@@ -262,11 +273,11 @@ def _kill_and_recover(home: Path, env: dict[str, str], data_dir: Path, daemon: D
         [first] = instance.get_runs()
         run_id = first.run_id
 
-        # The worker is in the middle of the image step: it started it and is in the sleep.
+        # The worker is in the middle of the chain step: it started it and is building the sleep.
         _wait_for(
-            "the image step to start",
+            "the chain step to start",
             daemon,
-            lambda: _step_started(instance, run_id, IMAGE_STEP),
+            lambda: _step_started(instance, run_id, CHAIN_STEP),
             deadline,
         )
         timings["image_step_started"] = time.monotonic() - t0
@@ -283,7 +294,7 @@ def _kill_and_recover(home: Path, env: dict[str, str], data_dir: Path, daemon: D
             run_id,
             of_type={dg.DagsterEventType.STEP_SUCCESS, dg.DagsterEventType.STEP_FAILURE},
         )
-        assert IMAGE_STEP not in {e.step_key for e in ended}, "the image step ended too soon"
+        assert CHAIN_STEP not in {e.step_key for e in ended}, "the chain step ended too soon"
         os.kill(pid, signal.SIGKILL)
         timings["killed"] = time.monotonic() - t0
 
@@ -294,6 +305,7 @@ def _kill_and_recover(home: Path, env: dict[str, str], data_dir: Path, daemon: D
             deadline,
         )
         timings["marked_failed"] = time.monotonic() - t0
+        orphans_alive = [p for p in step_pids if _alive(p)]
         retry = _wait_for(
             "a retry run",
             daemon,
@@ -337,6 +349,7 @@ def _kill_and_recover(home: Path, env: dict[str, str], data_dir: Path, daemon: D
             worker_pid=pid,
             worker_cmdline=cmdline,
             step_pids=step_pids,
+            orphans_alive=orphans_alive,
             records=list(store.records()),
             store=store,
             timings=timings,
@@ -361,7 +374,14 @@ def test_one_retry_is_launched_and_succeeds(loss):
     assert loss.retry.tags["dagster/retry_number"] == "1"
     assert loss.retry.tags["dagster/partition"] == MANIFEST_ID
     # Re-executed from the failure: the step that was lost and everything after it.
-    assert {IMAGE_STEP, f"{SLUG}__compatibility_record"} <= loss.retry_steps
+    assert loss.retry_steps == {CHAIN_STEP}
+
+
+def test_the_lost_workers_step_died_with_it(loss):
+    """No orphan: the step processes are gone and finished nothing after the run failed."""
+    assert loss.step_pids, "the run worker had no step process when it was killed"
+    assert loss.orphans_alive == []
+    assert loss.late_steps == []
 
 
 def test_the_combination_has_exactly_one_complete_record(loss):

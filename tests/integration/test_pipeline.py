@@ -81,9 +81,18 @@ def test_combination_passes_end_to_end(services, tmp_path, platform):
     assert "smoke ok: e2e on" in log and "===== build =====" in log
 
     # The materialization carries the figures a user plots.
-    mat = result.asset_materializations_for_node(f"{BY_NAME[platform].slug}__compatibility_record")[
-        0
-    ]
+    slug = BY_NAME[platform].slug
+    # One step materialized all five assets of the chain.
+    mats = {
+        m.asset_key.path[-1]: m for m in result.asset_materializations_for_node(f"{slug}__chain")
+    }
+    assert list(mats) == ["dockerfile", "image", "test_report", "sbom", "compatibility_record"]
+    mat = mats["compatibility_record"]
+    # The record names the executor: this process, on the project's engine.
+    assert record.executor is not None
+    assert record.executor.pool == BY_NAME[platform].pool
+    assert record.executor.engine_id and record.executor.docker_host.startswith("unix://")
+    assert f"executor {record.executor.kind} worker {record.executor.worker}" in log
     for key in (
         "status",
         "image_digest",
@@ -121,6 +130,11 @@ def test_failing_suite_gives_fail_with_its_output_in_the_error_file(services, tm
     assert error["stage"] == "test" and "widget 7 is bent" in error["log_tail"]
     message = failure_message(result)
     assert "failing" in message and "linux/amd64" in message and "stage test" in message
+    # The stages before the failure are materialized; the failing one and those after are not.
+    materialized = [
+        m.asset_key.path[-1] for m in result.asset_materializations_for_node("linux_amd64__chain")
+    ]
+    assert materialized == ["dockerfile", "image"]
 
 
 def test_broken_fragment_gives_error_at_stage_build(services, tmp_path):

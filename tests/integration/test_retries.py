@@ -39,7 +39,7 @@ def test_unreachable_registry_is_retried_then_recorded_once(services, tmp_path):
     store = example_store_copy(tmp_path, {"retry_me": manifest()})
     result, retries, records = run_chain(store, tmp_path / "data", "127.0.0.1:1")
     assert not result.success
-    assert len(retries) == 2 and {e.step_key for e in retries} == {"linux_amd64__image"}
+    assert len(retries) == 2 and {e.step_key for e in retries} == {"linux_amd64__chain"}
     [record] = records  # one record, for the attempt that finished
     assert record.status == "error" and record.error.stage == "build"
     assert record.error.transient and record.error.attempts == 3
