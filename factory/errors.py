@@ -4,6 +4,9 @@ FactoryError
  +-- StoreError            the manifest store is invalid (carries every problem found)
  +-- ServiceError          a service (Docker Engine, registry, qemu) is missing or not answering
  +-- RegistryError         the OCI registry answered, but not as expected
+ +-- InvalidNameError      an id, repository, tag or digest that cannot be used in a name or URL
+ +-- UnreadableEntryError  a file or store entry that is not safe or not valid to read
+                           (factory.safe_json; skipped and reported by the readers)
  +-- StageError            one stage of one combination failed (render, build, push, test, sbom)
  +-- RecordExistsError     a record for this build_id is already written: records are immutable
  +-- NoExecutorError       no executor here can run this platform (GPU without an NVIDIA runtime)
@@ -47,6 +50,13 @@ class ServiceError(FactoryError):
 
 class RegistryError(FactoryError):
     """The registry answered with something Factory cannot use."""
+
+
+class InvalidNameError(FactoryError, ValueError):
+    """An id, repository, tag or digest that does not match its grammar.
+
+    Also a ValueError, so code that checks names with `except ValueError` keeps working.
+    """
 
 
 class StageError(FactoryError):

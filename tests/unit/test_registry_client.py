@@ -144,16 +144,24 @@ def test_build_index_refuses(entries, media_type, message):
 
 
 def test_index_platforms_skips_attestation_entries():
+    def entry(n, **platform):
+        return {
+            "mediaType": OCI_MANIFEST,
+            "size": 100 + n,
+            "digest": "sha256:" + str(n) * 64,
+            **({"platform": platform} if platform else {}),
+        }
+
     body = json.dumps(
         {
             "manifests": [
-                {"digest": "sha256:1", "platform": {"os": "linux", "architecture": "amd64"}},
-                {"digest": "sha256:2", "platform": {"os": "unknown", "architecture": "unknown"}},
-                {"digest": "sha256:3"},
+                entry(1, os="linux", architecture="amd64"),
+                entry(2, os="unknown", architecture="unknown"),
+                entry(3),
             ]
         }
     ).encode()
-    assert index_platforms(body) == {"linux/amd64": "sha256:1"}
+    assert index_platforms(body) == {"linux/amd64": "sha256:" + "1" * 64}
 
 
 @pytest.mark.parametrize(
