@@ -280,7 +280,7 @@ def _kill_and_recover(home: Path, env: dict[str, str], data_dir: Path, daemon: D
             lambda: _step_started(instance, run_id, CHAIN_STEP),
             deadline,
         )
-        timings["image_step_started"] = time.monotonic() - t0
+        timings["chain_step_started"] = time.monotonic() - t0
         time.sleep(KILL_AFTER_STEP_START_S)
         pid = _worker_pid(instance, run_id)
         assert pid is not None, "the run worker reported no PID"
