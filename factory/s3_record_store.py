@@ -27,7 +27,8 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from factory.errors import FactoryError, RecordExistsError, ServiceError
-from factory.record_store import LAYOUT, RecordStore
+from factory.record_store import LAYOUT, MAX_BYTES, RecordStore, check_id
+from factory.safe_json import UnreadableEntryError
 
 # The settings that name the bucket (deploy/k8s/factory-settings.yaml); credentials are boto3's.
 BUCKET_ENV = "FACTORY_S3_BUCKET"
@@ -65,13 +66,14 @@ class S3RecordStore(RecordStore):
         """The object key of kind/build_id; ids that could leave their folder are refused."""
         folder, pattern = LAYOUT[kind]
         # The same rule as LocalRecordStore.path, so an id valid in one store is valid in both.
-        if not build_id or "/" in build_id or build_id.startswith("."):
-            msg = f"invalid build_id {build_id!r}"
-            raise ValueError(msg)
+        check_id(build_id)
         return self._folder_key(folder) + pattern.format(build_id=build_id)
 
     def uri(self, kind: str, build_id: str) -> str:
         return f"s3://{self.bucket}/{self.key(kind, build_id)}"
+
+    def location(self, kind: str) -> str:
+        return f"s3://{self.bucket}/{self._folder_key(LAYOUT[kind][0])}"
 
     def _where(self) -> str:
         endpoint = getattr(getattr(self.client, "meta", None), "endpoint_url", None)
@@ -145,7 +147,20 @@ class S3RecordStore(RecordStore):
                 if _error_code(exc)[0] == "NoSuchKey":
                     return None
                 raise
-            return response["Body"].read()
+            # Objects are read up to the kind's cap, as local files are.
+            cap = MAX_BYTES[kind]
+            uri = f"s3://{self.bucket}/{key}"
+            length = response.get("ContentLength")
+            if isinstance(length, int) and length > cap:
+                response["Body"].close()
+                reason = f"is {length} bytes, more than the {cap} bytes read for it"
+                raise UnreadableEntryError(uri, reason)
+            data = response["Body"].read(cap + 1)
+            response["Body"].close()
+            if len(data) > cap:
+                reason = f"is more than the {cap} bytes read for it"
+                raise UnreadableEntryError(uri, reason)
+            return data
 
     def list_ids(self, kind: str) -> list[str]:
         folder, pattern = LAYOUT[kind]
