@@ -17,6 +17,7 @@ import click
 from factory import dlq
 from factory.errors import FactoryError
 from factory.planning import PlanItem
+from factory.safe_json import printable
 from factory.settings import Settings
 
 
@@ -41,7 +42,10 @@ def dlq_group() -> None:
 @dlq_group.command(name="list")
 @click.option("--json", "as_json", is_flag=True, help="Print the letters as a JSON list.")
 def list_command(as_json: bool) -> None:
-    """List dead letters, oldest first, and whether each was requeued."""
+    """List dead letters, oldest first, and whether each was requeued.
+
+    An unreadable letter is skipped with a warning on stderr naming its file (exit 0).
+    """
     from factory.stores import open_record_store
 
     settings = Settings.from_env()
@@ -58,9 +62,12 @@ def list_command(as_json: bool) -> None:
     for entry in found:
         letter = entry.letter
         state = "requeued" if entry.requeued else "waiting"
+        # Letter fields are text from a file: shown with control characters escaped.
         click.echo(
-            f"{letter.key}  {state:8}  {letter.failed_at[:19]}  {letter.manifest_id or '?':24} "
-            f"{letter.platform or '?':16} {letter.stage:7} x{letter.attempts}  {letter.error[:100]}"
+            f"{letter.key}  {state:8}  {printable(letter.failed_at[:19])}  "
+            f"{printable(letter.manifest_id or '?'):24} {printable(letter.platform or '?'):16} "
+            f"{printable(letter.stage, limit=20):7} x{letter.attempts}  "
+            f"{printable(letter.error, limit=100)}"
         )
     waiting = sum(1 for e in found if not e.requeued)
     click.echo(
@@ -80,7 +87,8 @@ def _plan_item(settings: Settings, letter: dlq.DeadLetter) -> PlanItem:
     manifest = store.model.manifests.get(letter.manifest_id or "")
     if manifest is None or letter.platform not in manifest.platforms:
         msg = (
-            f"{letter.manifest_id} on {letter.platform} is no longer in the manifest store "
+            f"{printable(letter.manifest_id, limit=80)} on {printable(letter.platform, limit=40)} "
+            "is no longer in the manifest store "
             f"{settings.manifest_store}: nothing to requeue"
         )
         raise click.ClickException(msg)
@@ -140,14 +148,16 @@ def requeue(build_id: str, manifest_store: str | None) -> None:
         letter = dlq.read(records, build_id)
         earlier = dlq.requeued(records, letter.key)
         if earlier is not None:
+            when = printable(earlier.get("requeued_at", "?"), limit=40)
             msg = (
-                f"dead letter {letter.key} was already requeued at {earlier.get('requeued_at')}; "
+                f"dead letter {letter.key} was already requeued at {when}; "
                 "a letter is requeued once (its new run is in `factory records` and the UI)"
             )
             raise dlq.AlreadyRequeuedError(msg)
         if not letter.manifest_id or not letter.platform:
             msg = (
-                f"dead letter {letter.key} names no manifest x platform (run {letter.run_id}); "
+                f"dead letter {letter.key} names no manifest x platform "
+                f"(run {printable(letter.run_id, limit=80)}); "
                 "re-execute that run from the Dagster UI"
             )
             raise click.ClickException(msg)

@@ -18,18 +18,22 @@ click, two operators) exactly one goes ahead. The marker goes through the store'
 (id `<key>.requeued`), so it needs no new layout entry and works on every store; `letter_keys`
 is the list of letters without the markers.
 
+Letters and markers are read as records are (`factory.record_store`): only regular files inside
+the store, size-capped, never echoed. `entries` skips an unreadable letter with one warning line
+naming it and a count; an unreadable marker still counts as a claim (the letter was requeued).
+
 No Dagster import: the CLI, the sensor and the tests share this module.
 """
 
-import json
 from dataclasses import dataclass
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from factory.errors import FactoryError, RecordExistsError
-from factory.record_store import RecordStore
+from factory.record_store import RecordStore, SkipReport, check_id, validation_summary, warn
 from factory.records import CompatibilityRecord, log_tail
+from factory.safe_json import UnreadableEntryError, parse_json, printable
 
 DLQ_VERSION = 1
 REQUEUED_SUFFIX = ".requeued"  # marker id = letter key + suffix: dlq/<key>.requeued.json
@@ -192,20 +196,46 @@ def write(store: RecordStore, letter: DeadLetter) -> bool:
 
 
 def read(store: RecordStore, key: str) -> DeadLetter:
-    """The letter with this key; UnknownDeadLetterError names where it looked."""
+    """The letter with this key; UnknownDeadLetterError names where it looked.
+
+    A letter that is there but cannot be used (not a regular file, too big, not JSON, not a
+    dead letter, or filed under another key) is a DeadLetterError naming the file and field.
+    """
+    shown = printable(key, limit=80)
     try:
-        data = store.get("dlq", key)
+        check_id(key)
     except ValueError as exc:  # a key that could not be a file name
-        msg = f"no dead letter {key!r}: {exc}"
-        raise UnknownDeadLetterError(msg) from exc
-    if data is None:
-        msg = f"no dead letter {key!r} at {store.uri('dlq', key)}; `factory dlq list` shows them"
-        raise UnknownDeadLetterError(msg)
+        msg = f"no dead letter {shown!r}: {exc}; `factory dlq list` shows the keys"
+        raise UnknownDeadLetterError(msg) from None
     try:
-        return DeadLetter.model_validate_json(data)
+        letter = _load(store, key)
+    except UnreadableEntryError as exc:
+        msg = f"dead letter {exc}: Factory cannot read it; move it out of the store"
+        raise DeadLetterError(msg) from None
+    if letter is None:
+        where = store.where("dlq", key)
+        msg = f"no dead letter {shown!r} at {where}; `factory dlq list` shows them"
+        raise UnknownDeadLetterError(msg)
+    return letter
+
+
+def _load(store: RecordStore, key: str) -> DeadLetter | None:
+    """The checked letter of a valid key, None when absent, else UnreadableEntryError."""
+    where = store.where("dlq", key)
+    data = store.get("dlq", key)
+    if data is None:
+        return None
+    value = parse_json(data, where)
+    if not isinstance(value, dict):
+        raise UnreadableEntryError(where, f"is a JSON {type(value).__name__}, not an object")
+    try:
+        letter = DeadLetter.model_validate(value)
     except ValidationError as exc:
-        msg = f"dead letter {store.uri('dlq', key)} is not a dead letter Factory can read: {exc}"
-        raise DeadLetterError(msg) from exc
+        reason = f"is not a dead letter: {validation_summary(exc)}"
+        raise UnreadableEntryError(where, reason) from None
+    if letter.key != key:
+        raise UnreadableEntryError(where, "field key: differs from the file name")
+    return letter
 
 
 def letter_keys(store: RecordStore) -> list[str]:
@@ -214,9 +244,25 @@ def letter_keys(store: RecordStore) -> list[str]:
 
 
 def requeued(store: RecordStore, key: str) -> dict | None:
-    """The requeue marker of a letter, or None while it waits."""
-    data = store.get("dlq", key + REQUEUED_SUFFIX)
-    return None if data is None else json.loads(data)
+    """The requeue marker of a letter, or None while it waits.
+
+    A marker that is there but unreadable still claims the letter: it comes back as
+    `{"unreadable": reason}`, with a warning.
+    """
+    where = store.where("dlq", key + REQUEUED_SUFFIX)
+    try:
+        data = store.get("dlq", key + REQUEUED_SUFFIX)
+        if data is None:
+            return None
+        value = parse_json(data, where)
+        if not isinstance(value, dict):
+            raise UnreadableEntryError(where, f"is a JSON {type(value).__name__}, not an object")
+    except UnreadableEntryError as exc:
+        warn(f"warning: requeue marker {exc}; the letter counts as requeued")
+        return {"unreadable": exc.reason}
+    except ValueError as exc:  # a key that cannot name a marker
+        return {"unreadable": str(exc)}
+    return value
 
 
 def mark_requeued(store: RecordStore, key: str, details: dict) -> str:
@@ -230,15 +276,36 @@ def mark_requeued(store: RecordStore, key: str, details: dict) -> str:
         uri, _ = store.put_json("dlq", key + REQUEUED_SUFFIX, {"key": key, **details})
     except RecordExistsError:
         earlier = requeued(store, key) or {}
+        when = printable(earlier.get("requeued_at", "?"), limit=40)
         msg = (
-            f"dead letter {key} was already requeued at {earlier.get('requeued_at', '?')}; "
+            f"dead letter {key} was already requeued at {when}; "
             "a letter is requeued once (its new run is in `factory records` and the UI)"
         )
         raise AlreadyRequeuedError(msg) from None
     return uri
 
 
-def entries(store: RecordStore) -> list[Entry]:
-    """Every letter with its requeue marker, oldest failure first."""
-    found = [Entry(read(store, key), requeued(store, key)) for key in letter_keys(store)]
+def entries(store: RecordStore, report: SkipReport | None = None) -> list[Entry]:
+    """Every readable letter with its requeue marker, oldest failure first.
+
+    An unreadable letter is skipped with a warning naming it (and a count at the end), so one bad
+    file does not hide the others.
+    """
+    own = report is None
+    report = report or SkipReport(store.location("dlq"))
+    found = []
+    for key in letter_keys(store):
+        try:
+            check_id(key)
+            letter = _load(store, key)
+        except UnreadableEntryError as exc:
+            report.skip(exc)
+            continue
+        except ValueError as exc:  # a file name that is not a key
+            report.skip(UnreadableEntryError(store.where("dlq", key), f"bad name: {exc}"))
+            continue
+        if letter is not None:
+            found.append(Entry(letter, requeued(store, key)))
+    if own:
+        report.done()
     return sorted(found, key=lambda e: (e.letter.failed_at, e.letter.key))
