@@ -13,7 +13,6 @@ No Dagster import: the CLI calls `verify_build` directly.
 """
 
 import hashlib
-import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -24,9 +23,10 @@ from factory.errors import FactoryError, RegistryError, ServiceError
 from factory.keys import image_ref as expected_image_ref
 from factory.platforms import platform as lookup_platform
 from factory.provenance import image_repository, resolved_dependencies, validate_provenance
-from factory.record_store import RecordStore
+from factory.record_store import RecordStore, check_id, load_record
 from factory.records import CompatibilityRecord, EvidenceRef
 from factory.registry import RegistryClient, split_reference
+from factory.safe_json import UnreadableEntryError, parse_json, printable
 
 __all__ = ["UnknownBuildError", "VerifyCheck", "VerifyReport", "verify_build"]
 
@@ -101,24 +101,13 @@ def verify_build(
     registry) is a failed check in the report, never an exception. `registry_client` makes a
     client for a registry address (`RegistryClient` by default; tests pass a fake).
     """
-    raw = _get_record(build_id, records)
     report = VerifyReport(build_id)
     try:
-        record = CompatibilityRecord.model_validate_json(raw)
-    except ValueError as exc:
-        report.add(
-            "record",
-            False,
-            f"{records.uri('record', build_id)} is not a valid record: {_first_line(exc)}",
-        )
-        return report
-    if record.build_id != build_id:
-        report.add(
-            "record",
-            False,
-            f"the record stored under {build_id} is for build "
-            f"{record.build_id}: it was copied or renamed",
-        )
+        raw = _get_record(build_id, records)
+        record = load_record(raw, records.where("record", build_id), build_id)
+    except UnreadableEntryError as exc:
+        # Not a regular file, too big, not JSON, or fields Factory cannot use: named, not echoed.
+        report.add("record", False, f"{exc.path} is not a valid record: {exc.reason}")
         return report
     report.add("record", True, f"{record.manifest_id} on {record.platform}: {record.status}")
 
@@ -139,10 +128,14 @@ def verify_build(
 
 def _get_record(build_id: str, records: RecordStore) -> bytes:
     try:
-        raw = records.get("record", build_id)
-    except ValueError as exc:  # a build_id the store cannot even form a name from
-        msg = f"{build_id!r} is not a build id ({exc}): list builds with `factory records`"
+        check_id(build_id)
+    except ValueError:  # a build_id the store cannot even form a name from (or far too long)
+        msg = (
+            f"{printable(build_id, limit=80)!r} is not a build id (letters, digits, '.', '_', "
+            "'-', at most 128 characters): list builds with `factory records`"
+        )
         raise UnknownBuildError(msg) from None
+    raw = records.get("record", build_id)
     if raw is None:
         msg = (
             f"no record for build {build_id} in {records.uri('record', build_id)}: check the id "
@@ -164,7 +157,11 @@ def _check_evidence_files(
     for name, kind in EVIDENCE_KINDS.items():
         check = f"{name} sha256"
         ref = record.evidence.get(name)
-        data = records.get(kind, record.build_id)
+        try:
+            data = records.get(kind, record.build_id)
+        except UnreadableEntryError as exc:
+            report.add(check, False, f"{exc.path} cannot be checked: {exc.reason}")
+            continue
         if ref is None:
             if data is not None:
                 report.add(
@@ -186,9 +183,9 @@ def _check_evidence_files(
             continue
         if name != "log":
             try:
-                documents[name] = json.loads(data)  # type: ignore[arg-type]
-            except ValueError as exc:
-                report.add(f"{name} format", False, f"not JSON: {_first_line(exc)}")
+                documents[name] = parse_json(data, records.where(kind, record.build_id))  # type: ignore[arg-type]
+            except UnreadableEntryError as exc:
+                report.add(f"{name} format", False, f"not JSON: {exc.reason}")
     return documents
 
 
