@@ -17,6 +17,12 @@ job all show and do exactly the same thing. What is kept, and why:
   the record is a release (its image digest is in a published index, or tagged by a non-build tag)
   or the newest record of its combination (the matrix links to that one's evidence).
 
+Every name that goes into a registry URL is checked first: manifest ids by the store's id grammar,
+tags by the OCI tag grammar, digests as `sha256:<64 hex>` (and the client quotes each path
+segment). A record whose fields are not usable (`record_store.record_problem`: a build_id with a
+`/`, a bad `finished_at`, a manifest id like `../x`) is left out of the plan with a warning; its
+image tags then count as untracked and are kept.
+
 Blobs only leave the registry's disk when `docker-registry garbage-collect` runs (FACTS.md).
 Distribution's garbage collector is stop-the-world: it must run with the registry stopped or in
 read-only mode (distribution docs, "Garbage collection"), or it can delete the layers of an image
@@ -36,12 +42,13 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from factory.errors import FactoryError, RegistryError, ServiceError
+from factory.errors import FactoryError, InvalidNameError, RegistryError, ServiceError
 from factory.metrics import parse_time
 from factory.platforms import BY_NAME, BY_SLUG
-from factory.record_store import LocalRecordStore
+from factory.record_store import MANIFEST_ID, LocalRecordStore, record_problem
 from factory.records import CompatibilityRecord
-from factory.registry import INDEX_TYPES, RegistryClient
+from factory.registry import INDEX_TYPES, RegistryClient, is_digest, is_tag, parse_index
+from factory.safe_json import printable
 
 DEFAULT_KEEP = 5
 DEFAULT_EVIDENCE_DAYS = 90
@@ -56,7 +63,13 @@ OUTPUT_TAIL_LINES = 20
 
 
 def repository_of(manifest_id: str) -> str:
-    """The registry repository that holds a manifest's images (see `factory.keys.image_ref`)."""
+    """The registry repository that holds a manifest's images (see `factory.keys.image_ref`).
+
+    InvalidNameError for anything but a manifest id (`../x`, `%2e%2e`, `a/b`, ...).
+    """
+    if not isinstance(manifest_id, str) or not MANIFEST_ID.fullmatch(manifest_id):
+        msg = f"{printable(manifest_id, limit=80)!r} is not a manifest id: no registry URL made"
+        raise InvalidNameError(msg)
     return f"factory/{manifest_id}"
 
 
@@ -181,20 +194,31 @@ class _Repository:
 def _read_repository(registry_client, repository: str) -> _Repository:
     """List tags; resolve build tags to digests and everything other tags pin (index entries)."""
     found = _Repository()
+    where = f"{getattr(registry_client, 'address', 'registry')}/{repository}"
     for tag in registry_client.list_tags(repository):
+        if not is_tag(tag):
+            msg = f"{where}: the tags list names {printable(tag, limit=80)!r}, which is not a tag"
+            raise RegistryError(msg)
         match = IMAGE_TAG.match(tag)
         if match and match["slug"] in BY_SLUG:
             digest = registry_client.head_digest(repository, tag)
             if digest is not None:  # deleted since the listing
-                found.build_tags[tag] = digest
+                found.build_tags[tag] = _digest(digest, f"{where}:{tag}")
             continue
         media_type, digest, body = registry_client.get_manifest(repository, tag)
-        found.published.setdefault(digest, tag)
+        found.published.setdefault(_digest(digest, f"{where}:{tag}"), tag)
         if media_type in INDEX_TYPES:
             # Every entry, attestation manifests included: deleting any of them breaks the index.
-            for entry in json.loads(body).get("manifests") or []:
-                found.published.setdefault(entry["digest"], tag)
+            for entry in parse_index(body, f"{where}:{tag}"):
+                found.published.setdefault(entry.descriptor.digest, tag)
     return found
+
+
+def _digest(value: object, where: str) -> str:
+    if not is_digest(value):
+        msg = f"{where}: the registry named {printable(value, limit=80)!r}, which is not a digest"
+        raise RegistryError(msg)
+    return str(value)
 
 
 def plan_gc(
@@ -223,6 +247,13 @@ def plan_gc(
     plan = GcPlan(keep=keep, evidence_days=evidence_days, now=now)
     by_manifest: dict[str, list[CompatibilityRecord]] = {}
     for record in records:
+        problem = record_problem(record)
+        if problem:
+            plan.warnings.append(
+                f"record {printable(record.build_id, limit=80)} left out: {problem}; "
+                "its images and files are kept"
+            )
+            continue
         by_manifest.setdefault(record.manifest_id, []).append(record)
 
     published: dict[str, set[str] | None] = {}  # manifest -> pinned digests; None = unknown
@@ -230,7 +261,7 @@ def plan_gc(
         repository = repository_of(manifest_id)
         try:
             found = _read_repository(registry_client, repository)
-        except RegistryError as exc:
+        except (RegistryError, InvalidNameError) as exc:
             plan.warnings.append(f"{repository} left alone: {exc}")
             published[manifest_id] = None
             continue
