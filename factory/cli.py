@@ -409,11 +409,17 @@ def _print_states(states) -> bool:
 
 
 @services.command()
-def up() -> None:
+@click.option(
+    "--celery",
+    is_flag=True,
+    help="Also the Celery broker for `factory worker` (Debian's redis-server on "
+    "FACTORY_CELERY_BROKER, default redis://127.0.0.1:6379/0).",
+)
+def up(celery: bool) -> None:
     """Install (apt) and start what is missing; idempotent."""
     settings = Settings.from_env()
     try:
-        states = services_module.up(settings, echo=click.echo)
+        states = services_module.up(settings, echo=click.echo, celery=celery)
     except FactoryError as exc:
         raise _fail(exc) from None
     if not _print_states(states):
@@ -423,7 +429,7 @@ def up() -> None:
 
 @services.command()
 def down() -> None:
-    """Stop the engine and registry this project started (by PID); data stays."""
+    """Stop the engine, registry and broker this project started (by PID); data stays."""
     settings = Settings.from_env()
     try:
         _print_states(services_module.down(settings, echo=click.echo))
@@ -442,8 +448,10 @@ def _register_commands() -> None:
     from factory.cli_dlq import dlq_group
     from factory.cli_gc import gc_command
     from factory.cli_status import status_command
+    from factory.cli_worker import worker_command
 
     main.add_command(status_command)
+    main.add_command(worker_command)
     main.add_command(gc_command)
     main.add_command(dlq_group)
 

@@ -23,6 +23,10 @@ def status_command(as_json: bool, window_hours: float) -> None:
     """Queue depth, oldest wait, running, throughput, retries and dead letters per pool; build
     success rate, p50/p95 build and test times and cache hit ratio per pool and platform.
 
+    In Celery mode (FACTORY_EXECUTOR=celery or FACTORY_CELERY_BROKER set) also the live workers
+    of each pool: busy or idle, seconds idle, tasks done and last heartbeat, asked through the
+    broker with a short timeout.
+
     Reads the Dagster instance at DAGSTER_HOME and the records under FACTORY_DATA_DIR; it starts
     nothing, so it works while runs are going on.
     """
@@ -31,6 +35,7 @@ def status_command(as_json: bool, window_hours: float) -> None:
 
     import dagster as dg
 
+    from factory.celery_inspect import workers_report
     from factory.stores import open_record_store
     from factory_assets.instance import prepare_dagster_home
     from factory_assets.queue_metrics import format_status, status_report
@@ -47,6 +52,9 @@ def status_command(as_json: bool, window_hours: float) -> None:
             )
     except FactoryError as exc:
         raise click.ClickException(str(exc)) from None
+    workers = workers_report()
+    if workers is not None:
+        report["workers"] = workers
     if as_json:
         click.echo(json.dumps(report, indent=2))
     else:

@@ -27,6 +27,8 @@ from factory.base_images import (
 from factory.busybox_package import BASE_PACKAGE
 from factory.errors import FactoryError, ServiceError
 from factory.host_commands import STANDARD_PATH
+from factory.local_broker import STATE_NAME as BROKER_STATE_NAME
+from factory.local_broker import broker_state, broker_up
 from factory.local_engine import (
     DEFAULT_DOCKER_HOST,
     DOCKER_CLI,
@@ -77,8 +79,9 @@ def docker_host(settings: Settings) -> str:
     return engine[0]
 
 
-def up(settings: Settings, *, echo: Echo = print) -> list[ServiceState]:
-    """Make the engine, registry, qemu and base images ready, starting only what is missing."""
+def up(settings: Settings, *, echo: Echo = print, celery: bool = False) -> list[ServiceState]:
+    """Make the engine, registry, qemu and base images ready, starting only what is missing;
+    with `celery`, the Celery broker too (Debian's redis-server, see `factory.local_broker`)."""
     paths = ServicePaths(settings.data_dir)
     with locked(paths):
         states = [
@@ -87,16 +90,32 @@ def up(settings: Settings, *, echo: Echo = print) -> list[ServiceState]:
             qemu_up(echo),
         ]
         states.extend(base_up(settings, echo))
+        if celery:
+            states.append(broker_up(paths, echo))
     return states
 
 
+def celery_configured() -> bool:
+    """Whether this host is set up for Celery mode (its broker is then worth reporting)."""
+    return bool(
+        os.environ.get("FACTORY_CELERY_BROKER")
+        or (os.environ.get("FACTORY_EXECUTOR") or "").strip().lower() == "celery"
+    )
+
+
 def down(settings: Settings, *, echo: Echo = print) -> list[ServiceState]:
-    """Stop the registry and dockerd that `up` started (by PID); data stays in place."""
+    """Stop the broker, registry and dockerd that `up` started (by PID); data stays in place."""
     paths = ServicePaths(settings.data_dir)
     states = []
     with locked(paths):
-        for name, label in (("registry", "registry"), ("dockerd", "engine")):
+        for name, label in (
+            (BROKER_STATE_NAME, "broker"),
+            ("registry", "registry"),
+            ("dockerd", "engine"),
+        ):
             record = read_state(paths).get(name)
+            if record is None and name == BROKER_STATE_NAME:
+                continue  # Celery mode was never started here: nothing to report
             if record is None:
                 states.append(ServiceState(label, True, "not started by factory: left alone"))
                 continue
@@ -139,6 +158,8 @@ def status(settings: Settings) -> list[ServiceState]:
         states.append(ServiceState("registry", False, str(exc)))
 
     states.append(qemu_state())
+    if BROKER_STATE_NAME in started or celery_configured():
+        states.append(broker_state(paths))
 
     offered: dict[str, str] = {}
     problem = f"registry {settings.registry} does not answer"

@@ -1,9 +1,20 @@
 """The executor of the code location's jobs, picked by one environment variable.
 
 Locally (no FACTORY_EXECUTOR, or `multiprocess`) it is Dagster's default executor, so wiring this
-in changes nothing on one machine. On Kubernetes the user code deployment sets
-`FACTORY_EXECUTOR=k8s` and every step becomes its own Kubernetes Job: placement (arch
-nodeSelector, GPU limit and toleration, CPU/memory requests) comes from each asset's
+in changes nothing on one machine; `in_process` runs every step in the run's own process.
+
+With `FACTORY_EXECUTOR=celery` (several hosts) it is dagster-celery's executor: each step goes to
+its pool's Celery queue (the `dagster-celery/queue` op tag every chain carries: `amd64`, `arm64`,
+`gpu`), where a `factory worker --pool P` on a host of that pool takes it. The broker and result
+backend come from FACTORY_CELERY_BROKER / FACTORY_CELERY_BACKEND, the Celery settings from
+`factory.celery_settings` (shared with the workers). dagster-celery computes a task's priority as
+"higher runs sooner", which is RabbitMQ's order but the reverse of Redis's; this executor submits
+each step with the priority `celery_priority` derives from the run's `dagster/priority` tag (10 for
+high-priority manifests) for the broker in use, so high priority is served first on both.
+
+On Kubernetes the user code deployment sets `FACTORY_EXECUTOR=k8s` and every step becomes its
+own Kubernetes Job: placement (arch nodeSelector, GPU limit and toleration, CPU/memory requests)
+comes from each asset's
 `dagster-k8s/config` op tags, and what every step pod shares comes from `STEP_K8S_CONFIG` below.
 
 Step pods reach a Docker Engine through DOCKER_HOST: a per-node engine (the DaemonSet in
@@ -20,10 +31,11 @@ from typing import Any
 import dagster as dg
 from dagster_k8s import k8s_job_executor
 
+from factory import celery_settings
 from factory.errors import FactoryError
 
 ENV_VAR = "FACTORY_EXECUTOR"
-EXECUTORS = ("multiprocess", "k8s")
+EXECUTORS = ("multiprocess", "in_process", "celery", "k8s")
 
 # hostPath folders shared with the per-node engine (deploy/k8s/docker-engine.yaml): its socket,
 # and the data dir whose paths the engine must see as the step pod does.
@@ -74,8 +86,62 @@ def executor_for_environment(
     if name == "multiprocess":
         # Dagster's own default: multiprocess, unless a run's config asks for in_process.
         return dg.multi_or_in_process_executor
+    if name == "in_process":
+        return dg.in_process_executor
+    if name == "celery":
+        return celery_executor_from_env(env)
     msg = (
         f"{ENV_VAR}={env.get(ENV_VAR)!r} is not one of {', '.join(EXECUTORS)}; "
         "unset it for local runs"
     )
     raise FactoryError(msg)
+
+
+# -- Celery -------------------------------------------------------------------------------------
+
+
+def celery_executor_from_env(env: dict[str, str] | os._Environ) -> dg.ExecutorDefinition:
+    """dagster-celery's executor on the broker the environment names, with Factory's settings."""
+    broker = celery_settings.broker_url(dict(env))
+    backend = celery_settings.backend_url(dict(env))
+    config = celery_settings.celery_config(
+        broker, visibility_s=celery_settings.visibility_timeout_s(dict(env))
+    )
+
+    @dg.executor(
+        name="factory_celery",
+        requirements=dg.multiple_process_executor_requirements(),
+    )
+    def factory_celery(_init_context) -> dg.Executor:
+        from dagster._core.execution.retries import RetryMode
+
+        return _factory_celery_executor_class()(
+            retries=RetryMode.ENABLED,
+            broker=broker,
+            backend=backend,
+            config_source=config,
+        )
+
+    return factory_celery
+
+
+def _factory_celery_executor_class() -> type:
+    from dagster_celery.core_execution_loop import core_celery_execution_loop
+    from dagster_celery.executor import CeleryExecutor, _submit_task
+
+    class FactoryCeleryExecutor(CeleryExecutor):
+        """CeleryExecutor whose task priority follows the run's urgency on any broker."""
+
+        def execute(self, plan_context, execution_plan):
+            broker = self.broker
+
+            def submit(app, context, step, queue, _priority, known_state):
+                urgency = celery_settings.run_urgency(dict(context.dagster_run.tags))
+                priority = celery_settings.celery_priority(urgency, broker)
+                return _submit_task(app, context, step, queue, priority, known_state)
+
+            return core_celery_execution_loop(
+                plan_context, execution_plan, step_execution_fn=submit
+            )
+
+    return FactoryCeleryExecutor

@@ -5,6 +5,7 @@ import shutil
 from pathlib import Path
 
 import dagster as dg
+import yaml
 
 from factory.platforms import PLATFORMS
 from factory.settings import PROJECT_ROOT, Settings
@@ -19,17 +20,29 @@ def prepare_dagster_home(settings: Settings) -> Path:
     """Create DAGSTER_HOME with the project's dagster.yaml and export it for child processes.
 
     Also writes the repo's pool limits (`factory.pools`) into the instance, so runs launched from
-    the UI, sensors, backfills and the CLI all queue by pool.
+    the UI, sensors, backfills and the CLI all queue by pool. A dagster.yaml that names a storage
+    of its own (PostgreSQL, as in deploy/dagster.yaml for the several-hosts shape) is the
+    operator's instance and is left as it is.
     """
     home = settings.dagster_home
     home.mkdir(parents=True, exist_ok=True)
     target = home / "dagster.yaml"
-    if not target.exists() or target.read_bytes() != INSTANCE_CONFIG.read_bytes():
+    if not target.exists() or (
+        target.read_bytes() != INSTANCE_CONFIG.read_bytes() and not _names_storage(target)
+    ):
         shutil.copyfile(INSTANCE_CONFIG, target)
     os.environ["DAGSTER_HOME"] = str(home)
     with dg.DagsterInstance.from_config(str(home)) as instance:
         apply_pool_limits(instance)
     return home
+
+
+def _names_storage(config: Path) -> bool:
+    try:
+        loaded = yaml.safe_load(config.read_text())
+    except (OSError, yaml.YAMLError):
+        return False
+    return isinstance(loaded, dict) and bool(loaded.get("storage"))
 
 
 def partition_requests(

@@ -4,9 +4,16 @@ Each combination is one run of its platform's build job, executed in a worker pr
 instance, so the runs, their steps and materializations appear in `dagster dev` afterwards exactly
 as if launched from the UI. Workers run side by side (one run = one partition: a run cannot span
 two partitions definitions).
+
+With FACTORY_EXECUTOR=celery the run is not executed here: each run's coordinator (a process of
+`factory run`) loads the job from the code location as a reconstructable job, and dagster-celery
+submits the combination's one step to its pool's queue and waits for a `factory worker` of that
+pool, on whatever host, to run it. The instance must then be one every worker reaches
+(PostgreSQL), as must the record store (S3) and the registry.
 """
 
 import multiprocessing
+import os
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -39,34 +46,68 @@ def _failure_message(result) -> str:
     return "run failed"
 
 
+def uses_celery(environ: dict[str, str] | None = None) -> bool:
+    env = os.environ if environ is None else environ
+    return (env.get("FACTORY_EXECUTOR") or "").strip().lower() == "celery"
+
+
 def run_combination(item: PlanItem, force_rebuild: bool) -> RunOutcome:
-    """Execute one combination's build job in this process against the DAGSTER_HOME instance."""
+    """Execute one combination's build job against the DAGSTER_HOME instance: in this process,
+    or with FACTORY_EXECUTOR=celery on a worker of its pool (this process coordinates)."""
     import dagster as dg
 
     from factory_assets.definitions import defs
 
     started = time.monotonic()
     platform = lookup_platform(item.platform)
-    job = defs.resolve_job_def(build_job_name(platform.slug))
+    job_name = build_job_name(platform.slug)
     run_config = dict(QUIET_LOGGERS)
     if force_rebuild:
         run_config["ops"] = {chain_step_name(platform): {"config": {"force_rebuild": True}}}
     with dg.DagsterInstance.get() as instance:
-        result = job.execute_in_process(
-            partition_key=item.manifest_id,
-            instance=instance,
-            tags=run_tags(item),
-            run_config=run_config,
-            raise_on_error=False,
-        )
+        if uses_celery():
+            success, run_id, message = _run_through_celery(instance, job_name, item, run_config)
+        else:
+            result = defs.resolve_job_def(job_name).execute_in_process(
+                partition_key=item.manifest_id,
+                instance=instance,
+                tags=run_tags(item),
+                run_config=run_config,
+                raise_on_error=False,
+            )
+            success, run_id = result.success, result.run_id
+            message = "" if result.success else _failure_message(result)
     return RunOutcome(
         manifest_id=item.manifest_id,
         platform=item.platform,
-        run_id=result.run_id,
-        success=result.success,
-        message="" if result.success else _failure_message(result),
+        run_id=run_id,
+        success=success,
+        message=message,
         seconds=time.monotonic() - started,
     )
+
+
+def _run_through_celery(instance, job_name: str, item: PlanItem, run_config: dict):
+    """Run the job with the code location's Celery executor; this process is the coordinator."""
+    import dagster as dg
+    from dagster._core.definitions.reconstruct import ReconstructableRepository
+    from dagster._core.storage.tags import PARTITION_NAME_TAG
+
+    from factory.settings import PROJECT_ROOT
+
+    repository = ReconstructableRepository.for_module(
+        "factory_assets.definitions", "defs", working_directory=str(PROJECT_ROOT)
+    )
+    job = repository.get_reconstructable_job(job_name)
+    result = dg.execute_job(
+        job,
+        instance=instance,
+        run_config=run_config,
+        tags={**run_tags(item), PARTITION_NAME_TAG: item.manifest_id},
+        raise_on_error=False,
+    )
+    message = "" if result.success else _failure_message(result)
+    return result.success, result.run_id, message
 
 
 def materialize_matrix() -> bool:

@@ -37,7 +37,7 @@ from factory.platforms import Platform
 from factory.step_guard import die_with_parent
 from factory_assets.inputs import inputs_key
 from factory_assets.partitions import PARTITIONS
-from factory_assets.platforms import k8s_op_tags
+from factory_assets.platforms import chain_op_tags
 from factory_assets.queue_metrics import build_metadata
 from resources import DockerBuilder, ManifestStore, RecordStore, Registry
 
@@ -313,7 +313,7 @@ def build_platform_chain(
         partitions_def=PARTITIONS[platform.slug],
         can_subset=False,
         pool=platform.pool,
-        op_tags=k8s_op_tags(platform),
+        op_tags=chain_op_tags(platform),
         retry_policy=policy,
         description=(
             f"Render, build, test, SBOM and record one manifest on {platform.name}, in one step."

@@ -244,7 +244,10 @@ def _window_text(window_s: float | None) -> str:
 
 
 def format_status(report: dict) -> str:
-    """`status_report` as text tables: queues per pool, then builds by pool and by platform."""
+    """`status_report` as text tables: queues per pool, Celery workers per pool (when the report
+    has them, see `factory.celery_inspect`), then builds by pool and by platform."""
+    from factory.celery_inspect import format_workers
+
     lines = [f"Queues at {report['generated_at']}"]
     queue_rows = [
         [
@@ -262,6 +265,8 @@ def format_status(report: dict) -> str:
         ["pool", "queued", "oldest", "running", "done/1h", "retries/24h", "dead letters"],
         queue_rows,
     )
+    if report.get("workers"):
+        lines += ["", *format_workers(report["workers"])]
     builds = report["builds"]
     for by, title in (("by_pool", "pool"), ("by_platform", "platform")):
         lines += ["", f"Builds in {_window_text(builds['window_s'])}, by {title}"]

@@ -154,8 +154,8 @@ def test_executor_is_picked_by_the_environment():
         config["step_k8s_config"]["container_config"]["env"]
         == STEP_K8S_CONFIG["container_config"]["env"]
     )
-    with pytest.raises(FactoryError, match="FACTORY_EXECUTOR='celery' is not one of"):
-        executor_for_environment({"FACTORY_EXECUTOR": "celery"})
+    with pytest.raises(FactoryError, match="FACTORY_EXECUTOR='docker' is not one of"):
+        executor_for_environment({"FACTORY_EXECUTOR": "docker"})
 
 
 # --- deploy/dagster.yaml ------------------------------------------------------------------------
