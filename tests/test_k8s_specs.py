@@ -2,6 +2,11 @@
 
 - The step Job of one asset of each pool, built by dagster-k8s from the asset's op tags (alone, and
   merged under the executor's `step_k8s_config` as `K8sStepHandler` does).
+- Both one-pod-per-combination shapes, rendered the way dagster-k8s renders them: the build run
+  pod (K8sRunLauncher: the launcher's `run_k8s_config` from deploy/dagster.yaml, then the run's
+  `dagster-k8s/config` tag) and the chain step pod (`K8sStepHandler`: the launcher's config, the
+  executor's `step_k8s_config`, then the step's op tags), each with its platform's placement, and
+  exactly one build pod per combination.
 - `deploy/dagster.yaml` against Dagster's instance schema and each configured class's schema.
 - `deploy/helm/values.yaml`: the chart's values.schema.json is not available offline, so the keys
   the chart reads for Factory are asserted explicitly, and kept in step with deploy/dagster.yaml.
@@ -17,7 +22,9 @@ import kubernetes.client as k8s
 import pytest
 import yaml
 from dagster._config import validate_config
+from dagster._core.execution.api import create_execution_plan
 from dagster._core.instance.config import dagster_instance_config
+from dagster._core.storage.dagster_run import DagsterRun
 from dagster._serdes.config_class import class_from_code_pointer
 from dagster_k8s.container_context import K8sContainerContext
 from dagster_k8s.job import (
@@ -29,6 +36,7 @@ from dagster_k8s.job import (
 )
 
 from factory.errors import FactoryError
+from factory.platforms import PLATFORMS, Platform
 from factory.pools import parse_pool_limits
 from factory.settings import PROJECT_ROOT
 from factory_assets.definitions import defs
@@ -39,6 +47,8 @@ from factory_assets.executor import (
     STEP_K8S_CONFIG,
     executor_for_environment,
 )
+from factory_assets.jobs import K8S_CONFIG_TAG, build_job_name, build_job_tags
+from factory_assets.platform_chain import chain_step_name
 
 DEPLOY = PROJECT_ROOT / "deploy"
 IMAGE = "registry.example.com/factory/code-location:0.1.0"
@@ -134,6 +144,160 @@ def test_untagged_steps_get_the_executor_defaults():
     pod = _pod(_step_job(key, STEP_K8S_CONFIG))
     assert pod["containers"][0]["resources"]["requests"] == {"cpu": "250m", "memory": "512Mi"}
     assert not pod["node_selector"]
+
+
+# --- one pod per combination: the run-pod and step-pod shapes ----------------------------------
+
+RUN_ID = "0123abcd-0000-4000-8000-000000000000"
+# FACTORY_EXECUTOR of each shape: the build runs in its run pod, or in one step pod.
+RUN_POD, STEP_POD = "in_process", "k8s"
+LAUNCHER_REQUESTS = {"cpu": "250m", "memory": "512Mi"}
+
+
+def _launcher_context() -> K8sContainerContext:
+    """What K8sRunLauncher adds to every pod it renders (deploy/dagster.yaml's launcher config)."""
+    config = _instance_yaml()["run_launcher"]["config"]
+    return K8sContainerContext(
+        env_config_maps=config["env_config_maps"],
+        env_secrets=config["env_secrets"],
+        namespace=config["job_namespace"],
+        run_k8s_config=UserDefinedDagsterK8sConfig.from_dict(config["run_k8s_config"]),
+    )
+
+
+def _build_run(platform: Platform, executor: str) -> DagsterRun:
+    """A run of `platform`'s build job for one partition, tagged as the code location running
+    with FACTORY_EXECUTOR=`executor` tags it."""
+    job = defs.resolve_job_def(build_job_name(platform.slug))
+    tags = {
+        **build_job_tags(platform, executor),
+        **job.get_tags_for_partition_key("llm_factory", selected_asset_keys=None),
+    }
+    return DagsterRun(job_name=job.name, run_id=RUN_ID, tags=tags)
+
+
+def _render(context: K8sContainerContext, args: list[str], component: str) -> dict[str, Any]:
+    # The container context carries the launcher's config maps and secrets in run_k8s_config.
+    return construct_dagster_k8s_job(
+        DagsterK8sJobConfig(job_image=IMAGE, dagster_home=DAGSTER_HOME),
+        args=args,
+        job_name=f"dagster-{component}-{RUN_ID[:8]}",
+        user_defined_k8s_config=context.run_k8s_config,
+        component=component,
+    ).to_dict()
+
+
+def _run_pod_job(run: DagsterRun) -> dict[str, Any]:
+    """K8sRunLauncher's run Job: its own config, then the run's `dagster-k8s/config` tag."""
+    user = K8sContainerContext.create_for_run(run, None, include_run_tags=True)
+    return _render(_launcher_context().merge(user), ["dagster", "api", "execute_run"], "run_worker")
+
+
+def _step_pod_job(run: DagsterRun, platform: Platform) -> dict[str, Any]:
+    """K8sStepHandler's step Job for the chain step: the launcher's config (no run tags), the
+    executor's step_k8s_config, then the step's op tags."""
+    context = _launcher_context().merge(
+        K8sContainerContext.create_for_run(run, None, include_run_tags=False)
+    )
+    context = context.merge(
+        K8sContainerContext(run_k8s_config=UserDefinedDagsterK8sConfig.from_dict(STEP_K8S_CONFIG))
+    )
+    op_tags = _op_tags(dg.AssetKey([platform.slug, "compatibility_record"]))
+    context = context.merge(
+        K8sContainerContext(run_k8s_config=get_user_defined_k8s_config(op_tags))
+    )
+    return _render(context, ["dagster", "api", "execute_step"], "step_worker")
+
+
+def _placement(job: dict[str, Any]) -> tuple[dict, dict, dict, list]:
+    """nodeSelector, requests, limits and tolerations of a rendered Job's pod."""
+    pod = _pod(job)
+    (container,) = pod["containers"]
+    resources = container["resources"]
+    return pod["node_selector"], resources["requests"], resources["limits"], _tolerations(pod)
+
+
+def _assert_build_placement(job: dict[str, Any], platform: Platform) -> None:
+    selector, requests, limits, tolerations = _placement(job)
+    assert selector == {"kubernetes.io/arch": platform.arch}
+    assert requests == BUILD_REQUESTS
+    assert limits["memory"] == "4Gi", "the build's limit wins over the launcher's 1Gi"
+    if platform.gpu:
+        assert limits["nvidia.com/gpu"] == "1"
+        assert tolerations == [GPU_TOLERATION]
+    else:
+        assert "nvidia.com/gpu" not in limits
+        assert tolerations == []
+
+
+def _assert_reaches_the_engine(job: dict[str, Any]) -> None:
+    pod = _pod(job)
+    (container,) = pod["containers"]
+    env = {e["name"]: e["value"] for e in container["env"] if e["value"] is not None}
+    assert env["DOCKER_HOST"] == DOCKER_HOST_IN_POD
+    assert env["FACTORY_DATA_DIR"] == DATA_DIR_ON_NODE
+    mounts = {m["name"]: m["mount_path"] for m in container["volume_mounts"]}
+    assert mounts == {"factory-docker": DOCKER_SOCKET_DIR, "factory-data": DATA_DIR_ON_NODE}
+    host_paths = {v["name"]: v["host_path"]["path"] for v in pod["volumes"] if v["host_path"]}
+    assert host_paths == {"factory-docker": DOCKER_SOCKET_DIR, "factory-data": DATA_DIR_ON_NODE}
+
+
+def _is_build_pod(job: dict[str, Any]) -> bool:
+    return _placement(job)[1] == BUILD_REQUESTS
+
+
+def test_build_jobs_carry_their_platforms_placement_as_a_run_tag():
+    for platform in PLATFORMS:
+        job = defs.resolve_job_def(build_job_name(platform.slug))
+        assert job.tags == build_job_tags(platform)
+        op_tags = _op_tags(dg.AssetKey([platform.slug, "image"]))
+        run_tag = build_job_tags(platform, RUN_POD)[K8S_CONFIG_TAG]
+        assert get_user_defined_k8s_config({K8S_CONFIG_TAG: run_tag}) == (
+            get_user_defined_k8s_config(op_tags)
+        )
+        # Under the step-pod executor the run pod only waits: no build node, no GPU for it.
+        assert K8S_CONFIG_TAG not in build_job_tags(platform, STEP_POD)
+
+
+@pytest.mark.parametrize("platform", PLATFORMS, ids=lambda p: p.slug)
+def test_run_pod_shape_places_the_build_run_pod(platform):
+    job = _run_pod_job(_build_run(platform, RUN_POD))
+    assert job["metadata"]["labels"]["app.kubernetes.io/component"] == "run_worker"
+    _assert_build_placement(job, platform)
+    _assert_reaches_the_engine(job)
+
+
+@pytest.mark.parametrize("platform", PLATFORMS, ids=lambda p: p.slug)
+def test_step_pod_shape_places_the_chain_step_pod(platform):
+    run = _build_run(platform, STEP_POD)
+    step = _step_pod_job(run, platform)
+    _assert_build_placement(step, platform)
+    _assert_reaches_the_engine(step)
+    # Its run pod stays the launcher's small amd64 pod, without a GPU.
+    selector, requests, limits, tolerations = _placement(_run_pod_job(run))
+    assert selector == {"kubernetes.io/arch": "amd64"}
+    assert requests == LAUNCHER_REQUESTS
+    assert "nvidia.com/gpu" not in limits
+    assert tolerations == []
+
+
+@pytest.mark.parametrize("shape", [RUN_POD, STEP_POD])
+@pytest.mark.parametrize("platform", PLATFORMS, ids=lambda p: p.slug)
+def test_exactly_one_build_pod_per_combination(platform, shape):
+    job = defs.resolve_job_def(build_job_name(platform.slug))
+    plan = create_execution_plan(job, run_config={}, tags=_build_run(platform, shape).tags)
+    assert plan.step_keys_to_execute == [chain_step_name(platform)]
+    run = _build_run(platform, shape)
+    if shape == RUN_POD:
+        # The in-process executor starts no pod: the run pod executes the step.
+        assert executor_for_environment({"FACTORY_EXECUTOR": shape}) is dg.in_process_executor
+        pods = [_run_pod_job(run)]
+    else:
+        # k8s_job_executor starts one Job per step key.
+        pods = [_run_pod_job(run)] + [
+            _step_pod_job(run, platform) for _ in plan.step_keys_to_execute
+        ]
+    assert [_is_build_pod(pod) for pod in pods].count(True) == 1
 
 
 def test_executor_is_picked_by_the_environment():
@@ -241,11 +405,21 @@ def _snake(name: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
 
 
+def _snake_keys(value: Any) -> Any:
+    """The chart's camelCase keys as the instance's snake_case ones, recursively (labels such as
+    `kubernetes.io/arch` have no capitals and stay as they are)."""
+    if isinstance(value, dict):
+        return {_snake(k): _snake_keys(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_snake_keys(v) for v in value]
+    return value
+
+
 def test_helm_values_use_only_chart_keys():
     assert set(_values()) <= CHART_TOP_LEVEL_KEYS
 
 
-def test_helm_values_deploy_the_code_location_with_the_k8s_executor():
+def test_helm_values_deploy_the_code_location_in_the_run_pod_shape():
     (deployment,) = _values()["dagster-user-deployments"]["deployments"]
     workspace = yaml.safe_load((PROJECT_ROOT / "workspace.yaml").read_text())
     module = workspace["load_from"][0]["python_module"]
@@ -253,7 +427,8 @@ def test_helm_values_deploy_the_code_location_with_the_k8s_executor():
     assert args == ["--module-name", module["module_name"], "--attribute", module["attribute"]]
     assert deployment["name"] == module["location_name"]
     assert deployment["includeConfigInLaunchedRuns"] == {"enabled": True}
-    assert {"name": "FACTORY_EXECUTOR", "value": "k8s"} in deployment["env"]
+    # One pod per combination: the run pod executes the build's one step.
+    assert {"name": "FACTORY_EXECUTOR", "value": "in_process"} in deployment["env"]
     assert deployment["envConfigMaps"] == [{"name": "factory-settings"}]
     assert deployment["envSecrets"] == [{"name": "factory-s3"}]
     assert isinstance(deployment["image"]["tag"], str)
@@ -300,11 +475,8 @@ def test_helm_values_and_production_instance_agree():
     assert [m["name"] for m in launcher["envConfigMaps"]] == prod["env_config_maps"]
     assert [s["name"] for s in launcher["envSecrets"]] == prod["env_secrets"]
     run_k8s = launcher["runK8sConfig"]
-    assert run_k8s["containerConfig"] == prod["run_k8s_config"]["container_config"]
-    assert (
-        run_k8s["podSpecConfig"]["nodeSelector"]
-        == prod["run_k8s_config"]["pod_spec_config"]["node_selector"]
-    )
+    assert _snake_keys(run_k8s["containerConfig"]) == prod["run_k8s_config"]["container_config"]
+    assert _snake_keys(run_k8s["podSpecConfig"]) == prod["run_k8s_config"]["pod_spec_config"]
     pg = instance["storage"]["postgres"]["postgres_db"]
     assert values["postgresql"]["postgresqlScheme"] == pg["scheme"]
     assert values["postgresql"]["postgresqlParams"] == pg["params"]
