@@ -306,6 +306,8 @@ class LocalRecordStore(RecordStore):
         prefix, suffix = pattern.split("{build_id}")
         directory = self.root / folder
         if not directory.is_dir():
+            if os.path.lexists(directory):
+                warn(f"warning: skipped {printable(str(directory))}: not a directory")
             return []
         try:
             names = os.listdir(directory)
