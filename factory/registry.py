@@ -41,7 +41,7 @@ MAX_BLOB_BYTES = 512 * 1024 * 1024
 # one byte per second would otherwise keep a read alive for ever.
 TOTAL_TIMEOUT_FACTOR = 3
 MAX_INDEX_ENTRIES = 1024
-MAX_TAG_PAGES = 1000
+MAX_TAG_PAGES = 100
 READ_CHUNK = 64 * 1024
 
 # Every value a registry answers with is checked against these before it is used anywhere: a
