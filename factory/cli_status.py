@@ -8,13 +8,23 @@ from factory.errors import FactoryError
 from factory.settings import Settings
 
 DEFAULT_WINDOW_HOURS = 24 * 7
+MAX_WINDOW_HOURS = 24 * 366 * 100  # a century; more would overflow the date arithmetic
+
+
+def _finite_hours(ctx: click.Context, param: click.Parameter, value: float) -> float:
+    # FloatRange lets NaN through (every comparison with NaN is false).
+    if value != value:
+        msg = f"{value} is not a number of hours"
+        raise click.BadParameter(msg)
+    return value
 
 
 @click.command(name="status")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option(
     "--window-hours",
-    type=click.FloatRange(min=0, min_open=True),
+    type=click.FloatRange(min=0, min_open=True, max=MAX_WINDOW_HOURS),
+    callback=_finite_hours,
     default=DEFAULT_WINDOW_HOURS,
     show_default=True,
     help="Aggregate builds that finished within this many hours.",

@@ -388,3 +388,18 @@ def test_escapes_in_a_dead_letter_are_shown_escaped(tmp_path):
     result = run(tmp_path, "dlq", "list")
     assert result.exit_code == 0
     assert "\\x1b[2J" in result.stdout
+
+
+@pytest.mark.parametrize("hours", ["nan", "NaN", "inf", "-inf", "1e308", "0", "-1", "abc"])
+def test_status_refuses_a_window_that_is_not_a_number_of_hours(tmp_path, hours):
+    result = run(tmp_path, "status", "--window-hours", hours)
+    assert result.exit_code == 2
+    assert "Invalid value for '--window-hours'" in result.stderr
+
+
+def test_status_takes_the_longest_window(tmp_path):
+    plant_records(tmp_path, "bad finished_at", with_good=True)
+    result = run(tmp_path, "status", "--json", "--window-hours", "878400")
+    assert result.exit_code == 0
+    assert "bad finished_at" not in result.stderr  # the reason is named, not the content
+    assert "field finished_at: not a UTC ISO 8601 time" in result.stderr
