@@ -1,6 +1,6 @@
 """Dagster's cost per combination: one step per combination (now) against five steps (before).
 
-    .venv/bin/python -m bench.step_overhead [--repeat 1] [--old-commit 15eb269]
+    .venv/bin/python -m bench.step_overhead [--repeat 1] [--executors in_process,multiprocess]
 
 Needs root and `factory services up`. The five-step chain (`dockerfile -> image -> test_report ->
 sbom -> compatibility_record`, a `BuildState` handed on through the filesystem IO manager) is the
@@ -19,8 +19,11 @@ Each measured pass is one process that runs each combination as one Dagster run 
 `dagster.execute_job` (a reconstructable job, as the daemon launches it), with the `in_process`
 executor (`factory run`'s and a run pod's way) or the `multiprocess` one (the default of runs
 launched from the UI: one process per step). Per run it reports the wall time, the event log
-entries Dagster wrote (all of them, and by type), the steps, and the overhead: wall time minus
-the work the record itself timed (render + build + test + sbom).
+entries Dagster wrote (all of them, and by type), the steps, the overhead (wall time minus the
+work the record itself timed: render + build + test + sbom; what is left is Dagster plus writing
+evidence, provenance and the record), and the part of it outside every step (from the event log's
+STEP_START to STEP_SUCCESS/STEP_FAILURE times: run start and end, plan, resources, and under the
+multiprocess executor each step process starting).
 """
 
 import argparse
@@ -84,12 +87,20 @@ with dg.DagsterInstance.get() as instance:
             run_id, success = result.run_id, result.success
         entries = instance.all_logs(run_id)
         by_type = Counter(e.dagster_event.event_type_value for e in entries if e.dagster_event)
+        marks = {}
+        for e in entries:
+            if e.dagster_event and e.dagster_event.event_type_value in (
+                "STEP_START", "STEP_SUCCESS", "STEP_FAILURE"
+            ):
+                marks.setdefault(e.step_key, []).append(e.timestamp)
+        in_steps = sum(max(t) - min(t) for t in marks.values())
         runs.append({
             "manifest_id": manifest_id,
             "slug": slug,
             "run_id": run_id,
             "success": success,
             "wall_s": wall,
+            "in_steps_s": in_steps,
             "entries": len(entries),
             "dagster_events": sum(by_type.values()),
             "by_type": dict(sorted(by_type.items())),
@@ -154,6 +165,8 @@ def run_pass(
         work = sum(timings[run["run_id"]].get(name, 0.0) for name in RECORD_TIMINGS)
         run["work_s"] = round(work, 3)
         run["overhead_s"] = round(run["wall_s"] - work, 3)
+        # Outside any step: run start and end, the plan, resources, step processes starting.
+        run["outside_steps_s"] = round(run["wall_s"] - run["in_steps_s"], 3)
         run["wall_s"] = round(run["wall_s"], 3)
     return out["runs"]
 
@@ -171,6 +184,7 @@ def summarize(runs: list[dict]) -> dict:
         "wall_s_median": round(statistics.median(r["wall_s"] for r in runs), 2),
         "work_s_median": round(statistics.median(r["work_s"] for r in runs), 2),
         "overhead_s_median": round(statistics.median(r["overhead_s"] for r in runs), 2),
+        "outside_steps_s_median": round(statistics.median(r["outside_steps_s"] for r in runs), 2),
         "wall_s_sum": round(sum(r["wall_s"] for r in runs), 1),
         # Where the events come from: the mean count of each Dagster event type per run.
         "by_type_mean": {
@@ -180,9 +194,9 @@ def summarize(runs: list[dict]) -> dict:
     }
 
 
-def measure(tmp: Path, old_root: Path, repeat: int) -> dict:
+def measure(tmp: Path, old_root: Path, repeat: int, executors: tuple[str, ...]) -> dict:
     code = {"five_steps": old_root, "one_step": PROJECT_ROOT}
-    results: dict[str, dict[str, list[dict]]] = {s: {e: [] for e in EXECUTORS} for s in SHAPES}
+    results: dict[str, dict[str, list[dict]]] = {s: {e: [] for e in executors} for s in SHAPES}
     with workspace(tmp / "ws") as ws, extra_engine(tmp) as host:
         env = {**os.environ, **ws.env(host)}
         for name in ("FACTORY_EXECUTOR", "FACTORY_S3_BUCKET"):
@@ -196,7 +210,7 @@ def measure(tmp: Path, old_root: Path, repeat: int) -> dict:
                 flush=True,
             )
         for i in range(repeat):
-            for executor in EXECUTORS:
+            for executor in executors:
                 for shape in SHAPES:  # alternate, so load drift hits both shapes alike
                     runs = run_pass(code[shape], tmp / shape, env, executor, combos)
                     results[shape][executor].extend(runs)
@@ -209,7 +223,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--old-commit", default=OLD_COMMIT)
+    parser.add_argument("--executors", default=",".join(EXECUTORS), help="in_process,multiprocess")
     args = parser.parse_args()
+    executors = tuple(e.strip() for e in args.executors.split(",") if e.strip())
+    if not executors or set(executors) - set(EXECUTORS):
+        parser.error(f"--executors: a comma-separated subset of {','.join(EXECUTORS)}")
     started = time.monotonic()
     load_before = os.getloadavg()
     # Short: the engine's unix socket lives under it.
@@ -230,7 +248,7 @@ def main() -> None:
         capture_output=True,
     )
     try:
-        results = measure(tmp, old_root, args.repeat)
+        results = measure(tmp, old_root, args.repeat, executors)
     finally:
         subprocess.run(
             ["git", "-C", str(PROJECT_ROOT), "worktree", "remove", "--force", str(old_root)],
@@ -242,9 +260,10 @@ def main() -> None:
     print()
     print(
         f"{'executor':<13}{'shape':<12}{'steps':>6}{'events':>8}{'entries':>9}"
-        f"{'wall s':>8}{'work s':>8}{'overhead s':>12}   (medians per combination)"
+        f"{'wall s':>8}{'work s':>8}{'overhead s':>12}{'outside steps s':>17}"
+        "   (medians per combination)"
     )
-    for executor in EXECUTORS:
+    for executor in executors:
         for shape in SHAPES:
             figures = summarize(results[shape][executor])
             summary[f"{executor}/{shape}"] = figures
@@ -253,9 +272,10 @@ def main() -> None:
                 f"{executor:<13}{shape:<12}{steps:>6}{figures['dagster_events_per_run']:>8}"
                 f"{figures['entries_per_run']:>9}{figures['wall_s_median']:>8.2f}"
                 f"{figures['work_s_median']:>8.2f}{figures['overhead_s_median']:>12.2f}"
+                f"{figures['outside_steps_s_median']:>17.2f}"
             )
     print("\nDagster events per run by type (mean over the combinations):")
-    for executor in EXECUTORS:
+    for executor in executors:
         for shape in SHAPES:
             by_type = summary[f"{executor}/{shape}"]["by_type_mean"]
             print(f"{executor}/{shape}: " + ", ".join(f"{k} {v:g}" for k, v in by_type.items()))

@@ -9,7 +9,9 @@ arguments the run pod would be started with (`ExecuteRunArgs.get_command_args()`
 JSON object: `run_id`, `args`, `tags`. It executes nothing.
 
 `instance_ref` is left out of the arguments: the run pod reads the instance from its own
-DAGSTER_HOME, which on Kubernetes is the chart's instance ConfigMap mounted at the same path.
+DAGSTER_HOME, which on Kubernetes is the chart's instance ConfigMap mounted at the same path. The
+executor is the code location's, from FACTORY_EXECUTOR (`in_process` in the run-pod shape), so the
+run is created without run config, as a sensor or the UI creates it.
 """
 
 import json
@@ -25,9 +27,6 @@ from factory.store import load_store
 from factory_assets.instance import sync_partitions
 from factory_assets.jobs import build_job_name
 from factory_assets.pools import apply_pool_limits
-
-# The run pod's shape: the run worker executes the one chain step itself.
-IN_PROCESS = {"execution": {"config": {"in_process": {}}}}
 
 
 def launch(manifest_id: str, platform_name: str) -> dict:
@@ -48,7 +47,7 @@ def launch(manifest_id: str, platform_name: str) -> dict:
         }
         run = instance.create_run_for_job(
             job_def=job,
-            run_config=IN_PROCESS,
+            run_config={},
             tags=tags,
             job_code_origin=recon_job.get_python_origin(),
         )

@@ -2,11 +2,11 @@
 
 A "launcher" process (the code server and the daemon's K8sRunLauncher, `isolated_launch.py`)
 creates the run of one combination in a Dagster instance on PostgreSQL. A second process, the "run
-pod", executes it with `dagster api execute_run` and the in-process executor, exactly the command
-K8sRunLauncher puts in a run pod. Each process has its own HOME, cwd, TMPDIR, DAGSTER_HOME,
-FACTORY_DATA_DIR and manifest store copy (the one baked into the image); what they share is what
-pods share: the registry, PostgreSQL, the S3 bucket (moto's server), the code, and a Docker Engine
-(the node's engine, which only the run pod uses).
+pod", executes it with `dagster api execute_run`, exactly the command K8sRunLauncher puts in a run
+pod, with `FACTORY_EXECUTOR=in_process` in both (the run-pod shape of deploy/helm/values.yaml).
+Each process has its own HOME, cwd, TMPDIR, DAGSTER_HOME, FACTORY_DATA_DIR and manifest store copy
+(the one baked into the image); what they share is what pods share: the registry, PostgreSQL, the
+S3 bucket (moto's server), the code, and a Docker Engine (the node's, used only by the run pod).
 
 Then: the run's result is in PostgreSQL, the record, evidence, SBOM and provenance are in S3 and
 verify, each of the chain's assets is materialized for that partition by that run, the launcher
@@ -107,6 +107,8 @@ def _write_instance(side: Side, s3: S3Server, bucket: str) -> None:
 def _shared_env(pg: PostgresServer, s3: S3Server, bucket: str, registry: str) -> dict[str, str]:
     return {
         **pg.dagster_env(),
+        # The run-pod shape (deploy/helm/values.yaml): the run worker executes the chain step.
+        "FACTORY_EXECUTOR": "in_process",
         "FACTORY_REGISTRY": registry,
         "FACTORY_S3_BUCKET": bucket,
         "FACTORY_S3_PREFIX": PREFIX,
@@ -251,6 +253,10 @@ def test_one_combination_runs_in_a_process_that_shares_no_disk(
             ).records
         }
         assert steps == {chain_step_name(AMD64)}
+        # In the run pod's own process: no step worker was started.
+        assert not instance.get_records_for_run(
+            run_id, of_type=DagsterEventType.STEP_WORKER_STARTING
+        ).records
         # All five assets for that partition, materialized by this run, in PostgreSQL.
         assert _materialized(instance, "isolated_pass") == dict.fromkeys(ASSET_NAMES, run_id)
         _assert_isolated(outcome, instance)
@@ -266,6 +272,7 @@ def test_one_combination_runs_in_a_process_that_shares_no_disk(
     assert record.dagster.run_id == run_id
     # Executed by the run pod, on the node's engine.
     assert record.executor is not None
+    assert record.executor.kind == "in_process"
     assert record.executor.docker_host == docker_host(services)
     for name, kind in (("log", "evidence"), ("sbom", "sbom"), ("provenance", "provenance")):
         assert record.evidence[name].uri == records.uri(kind, build_id), name
