@@ -1,19 +1,24 @@
 """The Kubernetes assumption, on real parts: a combination's step needs no disk but its own.
 
-A "launcher" process (the code server and the daemon's K8sRunLauncher, `isolated_launch.py`)
-creates the run of one combination in a Dagster instance on PostgreSQL. A second process, the "run
-pod", executes it with `dagster api execute_run`, exactly the command K8sRunLauncher puts in a run
-pod, with `FACTORY_EXECUTOR=in_process` in both (the run-pod shape of deploy/helm/values.yaml).
+A "launcher" process (the code server, the daemon's K8sRunLauncher, `isolated_launch.py`) creates
+the run of one combination in a Dagster instance on PostgreSQL. A second process, the pod, executes
+it with the command Kubernetes would start, in one of the two shapes of docs/deploy.md:
+
+- run pod (`FACTORY_EXECUTOR=in_process`, deploy/helm/values.yaml's default): `dagster api
+  execute_run`, as K8sRunLauncher starts a run pod; the run worker executes the chain step itself;
+- step pod (`FACTORY_EXECUTOR=k8s`): `dagster api execute_step` for the chain step, as
+  k8s_job_executor starts a step pod.
+
 Each process has its own HOME, cwd, TMPDIR, DAGSTER_HOME, FACTORY_DATA_DIR and manifest store copy
 (the one baked into the image); what they share is what pods share: the registry, PostgreSQL, the
-S3 bucket (moto's server), the code, and a Docker Engine (the node's, used only by the run pod).
+S3 bucket (moto's server), the code, and a Docker Engine (the node's, used only by the pod).
 
 Then: the run's result is in PostgreSQL, the record, evidence, SBOM and provenance are in S3 and
 verify, each of the chain's assets is materialized for that partition by that run, the launcher
 wrote nothing to its data dir, and no step output was handled by an IO manager (no HANDLED_OUTPUT
 event, no `storage/` folder in either DAGSTER_HOME, no pickle anywhere in either process's
-folders). A failing combination in the same shape records `fail` and materializes only the assets
-before `test_report`.
+folders). A passing combination runs in the run-pod shape; a failing one (a test suite that exits
+3) in the step-pod shape records `fail` and materializes only the assets before `test_report`.
 """
 
 import json
@@ -57,6 +62,8 @@ COMPUTE_LOG_PREFIX = "dagster/compute-logs"
 PROCESS_TIMEOUT_S = 300
 FAILING_SUITE = {"path": "tests/always_fails.sh", "timeout_s": 60}
 FAILING_SCRIPT = 'echo "isolation: failing on purpose for $FACTORY_MANIFEST_ID"\nexit 3\n'
+# shape -> (FACTORY_EXECUTOR, the launcher output naming the pod's command)
+SHAPES = {"run_pod": ("in_process", "run_args"), "step_pod": ("k8s", "step_args")}
 
 
 @pytest.fixture(scope="module")
@@ -104,11 +111,13 @@ def _write_instance(side: Side, s3: S3Server, bucket: str) -> None:
     path.write_text(yaml.safe_dump(config))
 
 
-def _shared_env(pg: PostgresServer, s3: S3Server, bucket: str, registry: str) -> dict[str, str]:
+def _shared_env(
+    pg: PostgresServer, s3: S3Server, bucket: str, registry: str, executor: str
+) -> dict[str, str]:
     return {
         **pg.dagster_env(),
-        # The run-pod shape (deploy/helm/values.yaml): the run worker executes the chain step.
-        "FACTORY_EXECUTOR": "in_process",
+        # The shape, as the Helm values' user deployment env sets it for every pod.
+        "FACTORY_EXECUTOR": executor,
         "FACTORY_REGISTRY": registry,
         "FACTORY_S3_BUCKET": bucket,
         "FACTORY_S3_PREFIX": PREFIX,
@@ -136,17 +145,20 @@ def _is_pickle(path: Path) -> bool:
     return True
 
 
-def run_isolated(tmp_path: Path, servers, services, manifest_id: str, manifests: dict) -> dict:
-    """Launch one amd64 combination from one process and execute it in another; return what the
-    test asserts on."""
+def run_isolated(
+    tmp_path: Path, servers, services, shape: str, manifest_id: str, manifests: dict
+) -> dict:
+    """Launch one amd64 combination from one process and execute it in a pod-like process of the
+    shape `shape`; return what the test asserts on."""
     pg, s3 = servers
+    executor, command = SHAPES[shape]
     bucket = s3.new_bucket()
     launcher = Side(tmp_path / "launcher", manifests)
-    run_pod = Side(tmp_path / "run_pod", manifests)
-    for side in (launcher, run_pod):
+    pod = Side(tmp_path / shape, manifests)
+    for side in (launcher, pod):
         _write_instance(side, s3, bucket)
-    shared = _shared_env(pg, s3, bucket, services.registry)
-    before = {side.root: set(_files(side.root)) for side in (launcher, run_pod)}
+    shared = _shared_env(pg, s3, bucket, services.registry, executor)
+    before = {side.root: set(_files(side.root)) for side in (launcher, pod)}
 
     # The launcher has no Docker Engine: its data dir holds none, and DOCKER_HOST is not set.
     launched = subprocess.run(
@@ -159,29 +171,31 @@ def run_isolated(tmp_path: Path, servers, services, manifest_id: str, manifests:
     )
     assert launched.returncode == 0, launched.stderr[-4000:]
     launch = json.loads(launched.stdout.strip().splitlines()[-1])
-    assert launch["args"][:3] == ["dagster", "api", "execute_run"]
-    # The run carries its platform's placement, as K8sRunLauncher reads it for the run pod.
-    placement = json.loads(launch["tags"]["dagster-k8s/config"])
-    assert placement["pod_spec_config"]["node_selector"] == {"kubernetes.io/arch": "amd64"}
+    args = launch[command]
+    assert args[:3] == ["dagster", "api", "execute_run" if shape == "run_pod" else "execute_step"]
+    if shape == "run_pod":
+        # The run carries its platform's placement: K8sRunLauncher reads it for the run pod.
+        placement = json.loads(launch["tags"]["dagster-k8s/config"])
+        assert placement["pod_spec_config"]["node_selector"] == {"kubernetes.io/arch": "amd64"}
+    else:
+        # The step pod is placed by op tags; the run pod that waits on it stays small.
+        assert "dagster-k8s/config" not in launch["tags"]
 
-    # The run pod: the node's engine, and nothing else of the launcher's.
-    pod_env = run_pod.env({**shared, "DOCKER_HOST": docker_host(services)})
+    # The pod: the node's engine, and nothing else of the launcher's.
     executed = subprocess.run(
-        [str(Path(sys.executable).with_name("dagster")), *launch["args"][1:]],
-        cwd=run_pod.cwd,
-        env=pod_env,
+        [str(Path(sys.executable).with_name("dagster")), *args[1:]],
+        cwd=pod.cwd,
+        env=pod.env({**shared, "DOCKER_HOST": docker_host(services)}),
         capture_output=True,
         text=True,
         timeout=PROCESS_TIMEOUT_S,
     )
-    written = {
-        side.root: set(_files(side.root)) - before[side.root] for side in (launcher, run_pod)
-    }
+    written = {side.root: set(_files(side.root)) - before[side.root] for side in (launcher, pod)}
     return {
         "run_id": launch["run_id"],
         "bucket": bucket,
         "launcher": launcher,
-        "run_pod": run_pod,
+        "pod": pod,
         "executed": executed,
         "written": written,
     }
@@ -211,7 +225,7 @@ def _materialized(instance: dg.DagsterInstance, manifest_id: str) -> dict[str, s
 
 
 def _assert_isolated(outcome: dict, instance: dg.DagsterInstance) -> None:
-    launcher, run_pod = outcome["launcher"], outcome["run_pod"]
+    launcher, pod = outcome["launcher"], outcome["pod"]
     # The launcher wrote nothing where a build would write: not a record, not a staged script.
     assert list(launcher.data_dir.iterdir()) == []
     assert outcome["written"][launcher.root] == set(), "the launcher wrote files"
@@ -222,12 +236,12 @@ def _assert_isolated(outcome: dict, instance: dg.DagsterInstance) -> None:
         ).records
         == []
     )
-    for side in (launcher, run_pod):
+    for side in (launcher, pod):
         assert not (side.dagster_home / "storage").exists(), side.root
         pickles = [p for p in outcome["written"][side.root] if _is_pickle(p)]
         assert pickles == [], pickles
-    # The run pod's data dir holds only the scripts it staged for its test containers.
-    assert [p.name for p in run_pod.data_dir.iterdir()] == ["work"]
+    # The pod's data dir holds only the scripts it staged for its test containers.
+    assert [p.name for p in pod.data_dir.iterdir()] == ["work"]
 
 
 def test_one_combination_runs_in_a_process_that_shares_no_disk(
@@ -235,7 +249,7 @@ def test_one_combination_runs_in_a_process_that_shares_no_disk(
 ):
     pg, s3 = servers
     outcome = run_isolated(
-        tmp_path, servers, services, "isolated_pass", {"isolated_pass": manifest()}
+        tmp_path, servers, services, "run_pod", "isolated_pass", {"isolated_pass": manifest()}
     )
     executed = outcome["executed"]
     assert executed.returncode == 0, (executed.stdout + executed.stderr)[-6000:]
@@ -283,25 +297,30 @@ def test_one_combination_runs_in_a_process_that_shares_no_disk(
     assert any(run_id in obj["Key"] for obj in logs.get("Contents", [])), logs
 
 
-def test_a_failing_combination_records_fail_and_stops_its_chain(
+def test_a_failing_combination_in_a_step_pod_records_fail_and_stops_its_chain(
     servers, services, tmp_path, monkeypatch
 ):
     pg, s3 = servers
     failing = manifest(tests=("smoke", "always_fails"))
-    outcome = run_isolated(tmp_path, servers, services, "isolated_fail", {"isolated_fail": failing})
+    outcome = run_isolated(
+        tmp_path, servers, services, "step_pod", "isolated_fail", {"isolated_fail": failing}
+    )
     executed = outcome["executed"]
-    # set_exit_code_on_failure: the run pod exits non-zero, as K8sRunLauncher asks it to.
-    assert executed.returncode != 0, executed.stdout[-4000:]
+    # The step pod reports the failure through the event log; its process ends normally.
+    assert executed.returncode == 0, (executed.stdout + executed.stderr)[-6000:]
     run_id = outcome["run_id"]
 
     with _instance(pg, outcome["launcher"].dagster_home, monkeypatch) as instance:
-        run = instance.get_run_by_id(run_id)
-        assert run is not None and run.status == dg.DagsterRunStatus.FAILURE
         # The assets before the failing stage are materialized; test_report and after are not.
         assert _materialized(instance, "isolated_fail") == {
             "dockerfile": run_id,
             "image": run_id,
         }
+        # One step worker, for the chain step, and that step failed.
+        [worker] = instance.get_records_for_run(
+            run_id, of_type=DagsterEventType.STEP_WORKER_STARTED
+        ).records
+        assert worker.event_log_entry.step_key == chain_step_name(AMD64)
         [failure] = instance.get_records_for_run(
             run_id, of_type=DagsterEventType.STEP_FAILURE
         ).records
@@ -313,6 +332,7 @@ def test_a_failing_combination_records_fail_and_stops_its_chain(
     record = CompatibilityRecord.model_validate_json(records.get("record", build_id) or b"")
     assert (record.status, record.manifest_id) == ("fail", "isolated_fail")
     assert record.dagster.run_id == run_id
+    assert record.executor is not None and record.executor.kind == "k8s"
     assert record.error is not None and record.error.stage == "test"
     suites = {t.suite: t.status for t in record.tests}
     assert suites["always_fails"] == "fail"
