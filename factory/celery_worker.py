@@ -304,6 +304,11 @@ def run_worker(options: WorkerOptions, engine_id: str | None) -> int:
     runtime = _RUNTIME
 
     def on_ready(**_kwargs) -> None:
+        # Idle time counts from when the worker can take tasks, not from its imports.
+        with runtime.lock:
+            runtime.clock = celery_settings.IdleClock(
+                started=time.time(), max_idle_s=options.max_idle_s
+            )
         threading.Thread(target=_watch, args=(runtime,), name="factory-watch", daemon=True).start()
 
     def on_heartbeat(**_kwargs) -> None:
