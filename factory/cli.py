@@ -3,24 +3,30 @@
 import json
 import os
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import click
 
 from factory import services as services_module
 from factory.errors import FactoryError, StoreError
-from factory.settings import Settings
+from factory.settings import Settings, SettingsError
 
 PLATFORM_CHOICE = click.Choice(["linux/amd64", "linux/arm64", "linux/amd64+gpu"])
 
 
 def _settings(manifest_store: str | None) -> Settings:
     """Settings from the environment, with `--manifest-store` taking precedence."""
-    settings = Settings.from_env()
-    if manifest_store:
-        settings = replace(settings, manifest_store=Path(manifest_store).resolve())
-    return settings
+    return Settings.from_env(manifest_store=manifest_store)
+
+
+class _Group(click.Group):
+    """Every command: a setting that cannot be used (SettingsError) is a message, not a trace."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except SettingsError as exc:
+            raise click.ClickException(str(exc)) from None
 
 
 def _fail(exc: Exception) -> "click.ClickException":
@@ -46,7 +52,7 @@ platform_option = click.option(
 )
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """Factory: build, test and record a manifest store's images on every platform.
 

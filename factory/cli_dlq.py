@@ -9,8 +9,6 @@ evidence) and is marked requeued, once.
 import json
 import os
 import socket
-from dataclasses import replace
-from pathlib import Path
 
 import click
 
@@ -22,10 +20,7 @@ from factory.settings import Settings
 
 
 def _settings(manifest_store: str | None) -> Settings:
-    settings = Settings.from_env()
-    if manifest_store:
-        settings = replace(settings, manifest_store=Path(manifest_store).resolve())
-    return settings
+    return Settings.from_env(manifest_store=manifest_store)
 
 
 @click.group(name="dlq")

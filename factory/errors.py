@@ -35,10 +35,16 @@ class Problem:
 class StoreError(FactoryError):
     """The manifest store cannot be used; `problems` lists every problem found."""
 
+    # The message lists at most this many problems (a broken store can have hundreds of
+    # thousands); `problems` keeps them all.
+    SHOWN = 200
+
     def __init__(self, problems: list[Problem]):
         self.problems = problems
         count = len(problems)
-        lines = "\n".join(f"  - {p}" for p in problems)
+        lines = "\n".join(f"  - {p}" for p in problems[: self.SHOWN])
+        if count > self.SHOWN:
+            lines += f"\n  ... and {count - self.SHOWN} more"
         super().__init__(
             f"the manifest store has {count} problem{'s' if count != 1 else ''}:\n{lines}"
         )

@@ -37,10 +37,20 @@ from factory.manifest import (
 )
 from factory.platforms import BY_NAME, BY_SLUG, Platform
 
+SECRET_ENV_PREFIX = "FACTORY_SECRET_"
+
+
+def secret_env_name(secret_id: str) -> str:
+    """The environment variable a build secret's value comes from."""
+    return SECRET_ENV_PREFIX + secret_id.upper().replace("-", "_")
+
+
 # A store of 10,000 manifests is about 3 MB; anything far past that is a mistake or an attack.
 MAX_STORE_BYTES = 8 * 1024 * 1024
 # Templates, fragments and test suites are short text files.
 MAX_FILE_BYTES = 1024 * 1024
+# Everything one load reads (the JSON and every distinct file it names, each counted once).
+MAX_TOTAL_BYTES = 64 * 1024 * 1024
 # JSON integers longer than this are refused before Python converts them (no value in the store
 # needs more than a handful of digits).
 _MAX_INT_DIGITS = 64
@@ -490,6 +500,18 @@ def _cross_reference_problems(file: str, view: _View) -> list[Problem]:
                 add((*at, "tests", i), f"unknown test suite {_short(suite)} (known: {known})")
             if suite in m.tests[:i]:
                 add((*at, "tests", i), f"test suite {_short(suite)} is listed twice")
+        secret_vars: dict[str, str] = {}
+        for i, secret in enumerate(m.build_secrets):
+            variable = secret_env_name(secret)
+            if secret in m.build_secrets[:i]:
+                add((*at, "build_secrets", i), f"build secret {_short(secret)} is listed twice")
+            elif variable in secret_vars:
+                add(
+                    (*at, "build_secrets", i),
+                    f"build secret {_short(secret)} and {_short(secret_vars[variable])} both "
+                    f"read {variable}; give them names that differ in more than '-' and '_'",
+                )
+            secret_vars.setdefault(variable, secret)
         for i, name in enumerate(m.platforms):
             if name in m.platforms[:i]:
                 add((*at, "platforms", i), f"platform {_short(name)} is listed twice")
@@ -527,13 +549,23 @@ def _named_files(view: _View) -> list[tuple[str, str]]:
     return named
 
 
+@dataclass
+class _Reader:
+    """What one load has read: bytes so far, and each file by (device, inode), read once."""
+
+    total: int = 0
+    seen: dict[tuple[int, int], StoreFile] = field(default_factory=dict)
+
+
 def _read_named_file(
-    root: Path, real_root: Path, file: str, where: str, rel: str
+    root: Path, real_root: Path, file: str, where: str, rel: str, reader: _Reader
 ) -> tuple[StoreFile | None, Problem | None]:
     def problem(message: str) -> tuple[None, Problem]:
         return None, Problem(file, where, message)
 
     shown = json.dumps(rel)
+    if rel.endswith("/"):
+        return problem(f"{shown} ends with '/'; name a file, without a trailing slash")
     if rel.startswith("/"):
         return problem(f"{shown} is absolute; paths are relative to the store's folder {root}")
     if "\\" in rel:
@@ -568,15 +600,29 @@ def _read_named_file(
         return problem(f"{shown} is a directory, not a file")
     if not stat.S_ISREG(st.st_mode):
         return problem(f"{shown} is not a regular file")
+    if st.st_nlink > 1:
+        return problem(
+            f"{shown} has {st.st_nlink} hard links; a file the store names must have one "
+            "(a hard link can reach a file outside the store)"
+        )
     if st.st_size > MAX_FILE_BYTES:
         return problem(
             f"{shown} is {st.st_size} bytes; files the store names may be at most {MAX_FILE_BYTES}"
+        )
+    same = reader.seen.get((st.st_dev, st.st_ino))
+    if same is not None:  # the same file under another spelling: read once
+        return StoreFile(rel, same.text, same.sha256), None
+    if reader.total + st.st_size > MAX_TOTAL_BYTES:
+        return problem(
+            f"{shown} would take the bytes read from the store past {MAX_TOTAL_BYTES} "
+            f"({reader.total} read so far); a store and its files may be at most that"
         )
     try:
         with resolved.open("rb") as handle:
             data = handle.read(MAX_FILE_BYTES + 1)
     except OSError as exc:
         return problem(f"{shown} cannot be read: {exc.strerror or exc}")
+    reader.total += len(data)
     if len(data) > MAX_FILE_BYTES:
         return problem(f"{shown} is over {MAX_FILE_BYTES} bytes, the most a named file may have")
     try:
@@ -586,7 +632,9 @@ def _read_named_file(
             f"{shown} is not valid UTF-8 (byte {data[exc.start]:#04x} at offset {exc.start}, "
             f"{_line_column(data, exc.start)})"
         )
-    return StoreFile(rel, text, hashlib.sha256(data).hexdigest()), None
+    read = StoreFile(rel, text, hashlib.sha256(data).hexdigest())
+    reader.seen[(st.st_dev, st.st_ino)] = read
+    return read, None
 
 
 def _escapes(rel: str) -> bool:
@@ -622,11 +670,15 @@ def load_store(path: Path | str) -> LoadedStore:
 
     files: dict[str, StoreFile] = {}
     root = path.parent
-    real_root = root.resolve()
+    try:
+        real_root = root.resolve()
+    except (OSError, RuntimeError):
+        _fail(file, "the store's folder cannot be resolved (a symlink loop?)")
+    reader = _Reader(total=len(raw))
     for where, rel in _named_files(view):
         if rel in files:
             continue
-        read, problem = _read_named_file(root, real_root, file, where, rel)
+        read, problem = _read_named_file(root, real_root, file, where, rel, reader)
         if problem:
             problems.append(problem)
         elif read:
@@ -637,4 +689,12 @@ def load_store(path: Path | str) -> LoadedStore:
     digest = hashlib.sha256(raw)
     for rel in sorted(files):
         digest.update(f"\0{rel}\0{files[rel].sha256}".encode())
-    return LoadedStore(path=path, model=model, files=files, sha256=digest.hexdigest())
+    loaded = LoadedStore(path=path, model=model, files=files, sha256=digest.hexdigest())
+    # What the files say: fragments and templates parsed, every combination rendered (with a
+    # placeholder base digest: no registry needed) and its Dockerfile checked.
+    from factory.render import content_problems
+
+    problems = content_problems(loaded)
+    if problems:
+        raise StoreError(problems)
+    return loaded

@@ -1,8 +1,10 @@
 """Keys, names and rendering: deterministic, and sensitive to exactly the inputs that matter."""
 
+import dataclasses
+
 import pytest
 
-from factory.errors import StageError
+from factory.errors import StageError, StoreError
 from factory.keys import build_key, cache_ref, combination_inputs, image_ref, record_key
 from factory.platforms import BY_NAME
 from factory.render import render_dockerfile
@@ -99,13 +101,39 @@ def test_render_is_byte_identical(tmp_path):
 
 
 def test_render_error_names_template_and_stage(tmp_path):
+    # Validation renders every combination: the store is refused, naming the template's line.
+    with pytest.raises(StoreError) as refused:
+        render(tmp_path / "a", files={"templates/service.Dockerfile.j2": "FROM {{ bsae }}\n"})
+    assert '"templates/service.Dockerfile.j2" line 1' in str(refused.value)
+    assert "bsae" in str(refused.value)
+    # At build time (a store that changed after validation) it is a render-stage error.
     with pytest.raises(StageError) as err:
-        render(tmp_path, files={"templates/service.Dockerfile.j2": "FROM {{ bsae }}\n"})
+        render_swapped(tmp_path / "b", "FROM {{ bsae }}\n")
     assert err.value.stage == "render"
     assert "service" in str(err.value) and "bsae" in str(err.value)
 
 
+def render_swapped(tmp_path, template_text, platform=AMD64):
+    """Render with the template's text replaced after validation (as if it changed since)."""
+    store = load_store(write_store(tmp_path))
+    rel = store.model.templates["service"].path
+    files = dict(store.files)
+    files[rel] = dataclasses.replace(files[rel], text=template_text)
+    store = dataclasses.replace(store, files=files)
+    inputs = combination_inputs(store, "llm_factory", platform, DIGEST_A)
+    return render_dockerfile(store, inputs, build_key(inputs))
+
+
 def test_render_sandbox_blocks_python_internals(tmp_path):
     evil = "FROM {{ base }}\nRUN echo {{ ''.__class__.__mro__[1].__subclasses__() }}\n"
+    with pytest.raises(StoreError):
+        render(tmp_path / "a", files={"templates/service.Dockerfile.j2": evil})
     with pytest.raises(StageError):
-        render(tmp_path, files={"templates/service.Dockerfile.j2": evil})
+        render_swapped(tmp_path / "b", evil)
+
+
+def test_render_refuses_a_dockerfile_that_escapes_the_base(tmp_path):
+    with pytest.raises(StageError) as err:
+        render_swapped(tmp_path, "# syntax=evil/frontend\nFROM {{ base }}\n")
+    assert err.value.stage == "render"
+    assert "line 1" in str(err.value) and "syntax" in str(err.value)
