@@ -313,8 +313,8 @@ def parse(text: str, *, heredocs: bool = True) -> Parsed:
 
 def _text_problems(text: str) -> list[tuple[int, str]]:
     problems = []
-    if not text.strip():
-        return [(1, "is empty")]
+    if not text:
+        return []
     longest = max(map(len, text.split("\n")))
     if longest * 4 <= MAX_LINE_BYTES and not _CONTROL.search(text.replace("\r\n", "\n")):
         return []
@@ -348,7 +348,7 @@ def _mount_sources(flag_value: str) -> list[str]:
 
 def _source_problem(source: str, stages: list[str], index: int) -> str | None:
     """None when `source` names an earlier stage (by name or number) of this Dockerfile."""
-    if source.lower() in stages[:index] or (source.isdigit() and int(source) < index):
+    if source and (source.lower() in stages[:index] or (source.isdigit() and int(source) < index)):
         return None
     return (
         f"copies or mounts from {_shown(source)}, which is not an earlier stage of this "

@@ -51,6 +51,8 @@ MAX_VALUE_ITEMS = 8 * 1024 * 1024
 MAX_INT_BITS = 65_536
 MAX_RANGE = 100_000
 MAX_STEPS = 2_000_000
+# `{% for %}`, `{% if %}`, `{% macro %}`... inside each other (Python compiles at most 20 blocks).
+MAX_NESTING = 10
 # How often (in steps) the wall clock is read.
 _CLOCK_EVERY = 16
 
@@ -324,9 +326,38 @@ def _check_filter_args(name: str, args: tuple, kwargs: dict) -> None:
             raise _too_big(name, count, MAX_RANGE)
 
 
+_BLOCKS = (
+    nodes.For,
+    nodes.If,
+    nodes.Macro,
+    nodes.CallBlock,
+    nodes.FilterBlock,
+    nodes.With,
+    nodes.Block,
+    nodes.Scope,
+    nodes.ScopedEvalContextModifier,
+)
+
+
 class _Limits(NodeTransformer):
     """Rewrites a parsed template: loops iterate through the budget, `~` results are measured,
     and include/import/extends are refused (there is no loader: a template is one file)."""
+
+    def __init__(self) -> None:
+        self.depth = 0
+
+    def visit(self, node: nodes.Node, *args: Any, **kwargs: Any) -> Any:
+        block = isinstance(node, _BLOCKS)
+        if block:
+            self.depth += 1
+            if self.depth > MAX_NESTING:
+                msg = f"blocks are nested more than {MAX_NESTING} deep; flatten the template"
+                raise TemplateSyntaxError(msg, node.lineno)
+        try:
+            return super().visit(node, *args, **kwargs)
+        finally:
+            if block:
+                self.depth -= 1
 
     def visit_For(self, node: nodes.For) -> nodes.Node:
         self.generic_visit(node)
@@ -449,6 +480,17 @@ def _template_line(template: Any, tb: Any) -> int | None:
     return line
 
 
+def _paused_line(template: Any, generator: Any) -> int | None:
+    """The template line a paused render generator stands at (the innermost one)."""
+    line = None
+    while generator is not None:
+        frame = getattr(generator, "gi_frame", None)
+        if frame is not None and frame.f_code.co_filename == "<template>":
+            line = template.get_corresponding_lineno(frame.f_lineno)
+        generator = getattr(generator, "gi_yieldfrom", None)
+    return line
+
+
 def render_template(source: str, context: dict[str, Any], *, timeout_s: float | None = None) -> str:
     """Render `source` with `context` within the limits; raise RenderError on any failure."""
     template = _compile(source)
@@ -457,8 +499,9 @@ def render_template(source: str, context: dict[str, Any], *, timeout_s: float | 
     _current.budget = budget
     chunks: list[str] = []
     size = 0
+    generator = template.root_render_func(template.new_context(context))
     try:
-        for chunk in template.root_render_func(template.new_context(context)):
+        for chunk in generator:
             size += len(chunk)
             if size > MAX_RENDER_CHARS:
                 msg = f"the rendered Dockerfile is over {MAX_RENDER_CHARS} characters"
@@ -466,9 +509,9 @@ def render_template(source: str, context: dict[str, Any], *, timeout_s: float | 
             _tick()
             chunks.append(chunk)
     except _LimitExceeded as exc:
-        raise RenderError(
-            str(exc), _template_line(template, exc.__traceback__), limit=True
-        ) from None
+        # Raised between two pieces of output: the template line is where the render paused.
+        line = _template_line(template, exc.__traceback__) or _paused_line(template, generator)
+        raise RenderError(str(exc), line, limit=True) from None
     except RecursionError as exc:
         line = _template_line(template, exc.__traceback__)
         msg_0 = "recursion too deep (a macro or loop calls itself)"
@@ -660,7 +703,9 @@ def _combination_result(
                 return result  # time-dependent: not remembered
         else:
             problems = rendered_problems(template_text, text, context["base"], allowlist)
-            result = tuple((t, r, m, False) for t, r, m in problems)
+            # One message for every base: the pinned reference differs per base and platform.
+            base = context["base"]
+            result = tuple((t, r, m.replace(base, "{{ base }}"), False) for t, r, m in problems)
     _remember(key, result)
     return result
 
