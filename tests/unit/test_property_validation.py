@@ -460,3 +460,188 @@ def test_raw_duplicate_key_is_a_store_error(tmp_path):
     path.write_text(text.replace(line, line + "\n" + line, 1))
     assert outcome(path) == "error"
     assert json.loads(text)  # the unmutated text was valid JSON
+
+
+# --- template and fragment text ---------------------------------------------------------------
+
+# Pieces of Dockerfile and Jinja text, benign and hostile, joined into lines at random.
+DOCKER_PIECES = [
+    "FROM {{ base }}",
+    "FROM {{ base }} AS build",
+    "FROM build",
+    "FROM alpine",
+    "from alpine",
+    "FROM $BASE",
+    "ARG X=1",
+    "RUN true",
+    "RUN echo hi \\",
+    "RUN <<EOF",
+    "EOF",
+    "COPY --from=build /a /b",
+    "COPY --from=alpine /a /b",
+    "RUN --mount=type=bind,from=alpine,target=/m true",
+    "ENV A=1",
+    "LABEL a=b",
+    "ONBUILD FROM x",
+    "# syntax=evil/frontend",
+    "# escape=`",
+    "// syntax=evil",
+    "# a comment",
+    "",
+    "   ",
+    "WORKDIR /opt",
+    "ECHO hi",
+    "\t",
+]
+JINJA_PIECES = [
+    "{{ base }}",
+    "{{ manifest_id }}",
+    "{{ platform }}",
+    "{{ labels | length }}",
+    "{% for name, snippet in fragments.items() %}{{ snippet }}{% endfor %}",
+    "{% for k, v in labels.items() %}LABEL {{ k }}={{ v | dockerquote }}\n{% endfor %}",
+    "{% if platform == 'linux/arm64' %}FROM alpine{% endif %}",
+    "{% if manifest_id == 'web' %}",
+    "{% endif %}",
+    "{% for i in range(3) %}",
+    "{% endfor %}",
+    "{{ 1 / 0 }}",
+    "{{ 'x' * 10 ** 9 }}",
+    "{{ 2 ** 100000 }}",
+    "{{ nosuch }}",
+    "{% include 'x' %}",
+    "{{ ''.__class__ }}",
+    "{{",
+    "{%",
+    "{#",
+    "#}",
+    "{{ 'FROM alpine' }}",
+    "{{ '\\n' }}",
+]
+text_lines = st.lists(
+    st.one_of(
+        st.sampled_from(DOCKER_PIECES),
+        st.sampled_from(JINJA_PIECES),
+        st.text(max_size=12),
+        st.tuples(st.sampled_from(DOCKER_PIECES), st.sampled_from(JINJA_PIECES)).map("".join),
+    ),
+    max_size=8,
+)
+TEMPLATE_FILE = "templates/service.Dockerfile.j2"
+FRAGMENT_FILE = "modules/core/0.1.0.Dockerfile"
+_FROM_LINE = re.compile(r"\A\s*FROM\s+(\S+)(?:\s+AS\s+(\S+))?\s*\Z", re.IGNORECASE)
+
+
+def _logical_lines(text: str) -> list[str]:
+    """The rendered text's instructions: continuation lines joined, comments and blanks dropped
+    (every heredoc line is kept as a line, as engines without heredocs read it)."""
+    out, current = [], None
+    for raw in text.split("\n"):
+        line = raw.rstrip("\r")
+        if current is not None and (not line.strip() or line.lstrip().startswith("#")):
+            continue
+        if current is None and (not line.strip() or line.lstrip().startswith("#")):
+            continue
+        piece = line.rstrip(" \t")
+        joined = (current or "") + (piece[:-1] if piece.endswith("\\") else line)
+        if piece.endswith("\\"):
+            current = joined
+        else:
+            out.append(joined)
+            current = None
+    if current is not None:
+        out.append(current)
+    return out
+
+
+def _only_pinned_froms(text: str, pinned: str) -> None:
+    stages: list[str] = []
+    for line in _logical_lines(text):
+        words = line.split()
+        if not words or words[0].upper() != "FROM":
+            continue
+        match = _FROM_LINE.match(line)
+        assert match, f"an accepted Dockerfile has the FROM line {line!r}"
+        image, name = match.group(1), match.group(2)
+        assert image == pinned or image.lower() in stages, (
+            f"an accepted Dockerfile starts a stage from {image!r}:\n{text}"
+        )
+        stages.append((name or "").lower())
+    assert stages, f"an accepted Dockerfile has no FROM:\n{text}"
+
+
+def text_outcome(template: str, fragment: str) -> str:
+    """Validate a store with this template and fragment text; assert the contract."""
+    from factory.keys import build_key, combination_inputs
+    from factory.platforms import BY_NAME
+    from factory.render import render_dockerfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = write_store(Path(tmp))
+        (path.parent / TEMPLATE_FILE).write_text(template, encoding="utf-8", newline="")
+        (path.parent / FRAGMENT_FILE).write_text(fragment, encoding="utf-8", newline="")
+        before = _snapshot(path.parent)
+        error: StoreError | None = None
+        try:
+            store = load_store(path)
+        except StoreError as exc:
+            error = exc
+        assert _snapshot(path.parent) == before
+        if error is not None:
+            assert error.problems
+            for problem in error.problems:
+                assert problem.file == str(path), problem
+                assert "\n" not in problem.message and "\n" not in problem.location, problem
+            assert "Traceback" not in str(error)
+            return "error"
+        for manifest_id, platform in store.combinations():
+            inputs = combination_inputs(store, manifest_id, BY_NAME[platform.name], FAKE_DIGEST)
+            rendered = render_dockerfile(store, inputs, build_key(inputs)).text
+            _only_pinned_froms(rendered, inputs.base["pinned"])
+        return "plan"
+
+
+TEXT_SETTINGS = settings(
+    max_examples=300,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+
+
+@TEXT_SETTINGS
+@given(template=text_lines, fragment=text_lines)
+def test_template_and_fragment_text_give_a_pinned_dockerfile_or_a_store_error(template, fragment):
+    event(text_outcome("\n".join(template) + "\n", "\n".join(fragment) + "\n"))
+
+
+@TEXT_SETTINGS
+@given(
+    extra=text_lines,
+    fragment=st.lists(st.sampled_from(DOCKER_PIECES[6:]), max_size=6),
+    position=st.integers(min_value=0, max_value=8),
+)
+def test_edits_around_a_valid_template(extra, fragment, position):
+    """Lines inserted into the real template (many stay valid, so acceptance is exercised)."""
+    from tests.unit.store_factory import TEMPLATE
+
+    lines = TEMPLATE.split("\n")
+    at = position % (len(lines) + 1)
+    template = "\n".join([*lines[:at], *extra, *lines[at:]])
+    event(text_outcome(template, "\n".join(fragment) + "\n"))
+
+
+def test_text_generators_reach_both_outcomes():
+    quick = settings(max_examples=300, deadline=None, database=None)
+    find(
+        st.tuples(text_lines, st.lists(st.sampled_from(DOCKER_PIECES[6:]), max_size=4)),
+        lambda t: (
+            text_outcome("FROM {{ base }}\n" + "\n".join(t[0]) + "\n", "\n".join(t[1]) + "\n")
+            == "plan"
+        ),
+        settings=quick,
+    )
+    find(
+        st.tuples(text_lines, text_lines),
+        lambda t: text_outcome("\n".join(t[0]) + "\n", "\n".join(t[1]) + "\n") == "error",
+        settings=quick,
+    )
