@@ -3,7 +3,9 @@
 Every record carries this, so a matrix cell can be traced to the machine that produced it and a
 multi-host deployment can be audited (which worker built what, on which engine). The engine is
 named by its address and by the ID the engine reports for itself, which stays the same across
-restarts and differs between engines even when two share one host.
+restarts. Docker 20.10 derives that ID from the host's `/etc/docker/key.json`, so engines that
+share a host share it too: on one host the engine's address tells them apart, across hosts the ID
+does.
 
 The worker name comes from `FACTORY_WORKER_NAME` (`factory worker` sets it to its Celery node
 name); the host from `FACTORY_HOST_NAME` when set (on Kubernetes, the node name through the
