@@ -24,7 +24,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from factory.errors import InvalidNameError, RecordExistsError
+from factory.errors import FactoryError, InvalidNameError, RecordExistsError
 from factory.records import CompatibilityRecord
 from factory.safe_json import UnreadableEntryError, parse_json, printable, read_bytes
 
@@ -168,6 +168,9 @@ def json_bytes(value: object) -> bytes:
 class RecordStore(ABC):
     """Immutable, build_id-keyed storage for records and their evidence."""
 
+    # The records index that `write_record` keeps current (factory.records_index), when attached.
+    index = None
+
     @abstractmethod
     def put(self, kind: str, build_id: str, data: bytes) -> tuple[str, str]:
         """Write once; return (uri, sha256). Raise RecordExistsError if already written."""
@@ -221,7 +224,20 @@ class RecordStore(ABC):
         return self.put(kind, build_id, json_bytes(value))
 
     def write_record(self, record: CompatibilityRecord) -> str:
+        """Write the record, then index it. The file is the source of truth: an index that cannot
+        be written is a warning, and the pending row (or `factory records reindex`) repairs it."""
+        index = self.index
+        if index is not None:
+            try:
+                index.begin(record.build_id)
+            except FactoryError as exc:
+                warn(f"warning: {exc}; the record is still written")
         uri, _ = self.put_json("record", record.build_id, record.model_dump(mode="json"))
+        if index is not None:
+            try:
+                index.add(record, uri)
+            except FactoryError as exc:
+                warn(f"warning: {exc}; run `factory records reindex` once it is reachable")
         return uri
 
     def records(self, report: SkipReport | None = None) -> Iterator[CompatibilityRecord]:
@@ -325,14 +341,31 @@ class LocalRecordStore(RecordStore):
 
 
 class RecordWatcher:
-    """The records written since the watcher was made, found by the Dagster run that wrote them."""
+    """The records written since the watcher was made, found by the Dagster run that wrote them.
+
+    With a records index the run's row is looked up; without one (or when the run's writer could
+    not index), the store is listed and new entries read.
+    """
 
     def __init__(self, store: RecordStore):
         self.store = store
-        self._seen = set(store.list_ids("record"))
+        # With an index the listing is only a fallback: old records are then read once, and the
+        # run id still picks the right one.
+        self._seen = set() if store.index is not None else set(store.list_ids("record"))
         self._by_run: dict[str, CompatibilityRecord] = {}
 
     def record_of(self, run_id: str | None) -> CompatibilityRecord | None:
+        if run_id and run_id in self._by_run:
+            return self._by_run[run_id]
+        if run_id and self.store.index is not None:
+            try:
+                found = self.store.index.record_of_run(run_id)
+            except FactoryError:
+                found = None  # the listing below still finds it
+            if found is not None:
+                self._seen.add(found.build_id)
+                self._by_run[run_id] = found
+                return found
         report = SkipReport(self.store.location("record"))
         for build_id in sorted(set(self.store.list_ids("record")) - self._seen):
             self._seen.add(build_id)

@@ -4,7 +4,7 @@
 keeps them in an S3 bucket (production). Both open a `factory.record_store.RecordStore` with the
 same interface and key layout, and both have the local `work_dir` test scripts are staged in, so
 the assets take either under the `record_store` key. `record_store_selection` picks one from the
-environment.
+environment. Either comes with its records index attached (factory/records_index.py).
 """
 
 from pathlib import Path
@@ -12,6 +12,7 @@ from pathlib import Path
 import dagster as dg
 
 from factory import record_store
+from factory.records_index import open_index
 from factory.s3_record_store import S3RecordStore
 
 
@@ -21,7 +22,9 @@ class RecordStore(dg.ConfigurableResource):
     data_dir: str
 
     def open(self) -> record_store.RecordStore:
-        return record_store.LocalRecordStore(Path(self.data_dir))
+        store = record_store.LocalRecordStore(Path(self.data_dir))
+        open_index(store, Path(self.data_dir))
+        return store
 
     @property
     def work_dir(self) -> Path:
@@ -55,7 +58,9 @@ class S3RecordStoreResource(dg.ConfigurableResource):
             aws_secret_access_key=self.aws_secret_access_key or None,
             aws_session_token=self.aws_session_token or None,
         ).get_client()
-        return S3RecordStore(client, self.bucket, self.prefix)
+        store = S3RecordStore(client, self.bucket, self.prefix)
+        open_index(store, Path(self.data_dir))
+        return store
 
     @property
     def work_dir(self) -> Path:

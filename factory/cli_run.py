@@ -1,0 +1,225 @@
+"""`factory run`: plan, run what the plan says through Dagster, then print the matrix.
+
+A run with nothing to do costs a plan: when no combination needs a run, the store's partitions are
+already in the Dagster instance and no record arrived since the matrix assets last materialized
+(factory/run_state.py), it prints the plan and the matrix from the records index and starts
+neither Dagster nor a worker.
+"""
+
+import os
+
+import click
+
+from factory.cli_common import (
+    fail,
+    manifest_option,
+    plan_for,
+    platform_option,
+    retry_failed_option,
+    settings_for,
+    store_option,
+)
+from factory.errors import FactoryError
+
+
+def _print_skips(items) -> None:
+    for i in items:
+        if i.action != "skip":
+            continue
+        why = ",".join(i.reasons)
+        if "failed_backoff" in i.reasons:
+            why += f" (next try {i.retry_at}; --retry-failed tries now)"
+        click.echo(f"  skip     {i.manifest_id} {i.platform}: {why}")
+
+
+def _nothing_to_run_line(items) -> str:
+    waiting = sum(1 for i in items if "failed_backoff" in i.reasons)
+    line = "nothing to run: every combination has a record for its current keys"
+    if waiting:
+        line += f" ({waiting} failed, waiting for their backoff)"
+    return line
+
+
+def _print_matrix_and_publish(store, index, items, *, published: bool, registry: str) -> None:
+    from factory.matrix import format_text, matrix_cells
+    from factory.publish import publish_plan
+
+    click.echo("")
+    click.echo(format_text(matrix_cells(store, index, items)))
+    click.echo("")
+    for decision in publish_plan(store, index, items):
+        if decision.ready and published:
+            platforms = ", ".join(oci for _, oci in decision.index_entries())
+            click.echo(
+                f"published {registry}/factory/{decision.manifest_id}:"
+                f"{decision.release_tag} and :latest ({platforms})"
+            )
+        else:
+            click.echo(f"not published {decision.manifest_id}: {'; '.join(decision.reasons)}")
+
+
+def _on_done_printer(watcher, total: int):
+    done = {"n": 0}
+
+    def on_done(item, outcome) -> None:
+        done["n"] += 1
+        record = watcher.record_of(outcome.run_id)
+        if record is None:
+            click.echo(
+                f"[{done['n']}/{total}] NOT RECORDED {item.manifest_id} {item.platform}: "
+                f"{outcome.message}",
+                err=True,
+            )
+            return
+        if record.error:
+            detail = f"stage {record.error.stage}: {record.error.message}"
+        else:
+            built = (
+                f"build {record.timings_s.get('build', 0):.1f}s "
+                f"({record.cache.cached}/{record.cache.steps} steps cached)"
+                if record.image is None or record.image.rebuilt
+                else "image reused (same build key)"
+            )
+            detail = f"{built}, test {record.timings_s.get('test', 0):.1f}s"
+        click.echo(
+            f"[{done['n']}/{total}] {record.status:5} {item.manifest_id} {item.platform} "
+            f"in {outcome.seconds:.1f}s: {detail} (run {outcome.run_id[:8]})"
+        )
+
+    return on_done
+
+
+def _on_start(item) -> None:
+    what = "build" if item.rebuild else "re-test"
+    click.echo(f"  queued   {item.manifest_id} {item.platform} ({what}: {','.join(item.reasons)})")
+
+
+@click.command(name="run")
+@store_option
+@manifest_option
+@platform_option
+@click.option("--force", is_flag=True, help="Re-run and rebuild even combinations that passed.")
+@retry_failed_option
+@click.option(
+    "--parallel",
+    type=click.IntRange(1, 32),
+    default=2,
+    show_default=True,
+    help="Combinations built at the same time.",
+)
+def run_command(manifest_store, manifest_ids, platforms, force, retry_failed, parallel) -> None:
+    """The main job: build, test and record what the plan says; print the matrix.
+
+    A combination runs when it has no record for its current keys, or when its newest record
+    failed and its backoff is over (1 h, doubling up to 32 h; `--retry-failed` tries now). Runs go
+    through the Dagster instance at DAGSTER_HOME (default .factory/dagster), so they show up in
+    `dagster dev -w workspace.yaml`. With nothing to run, nothing is started: the plan and the
+    matrix are printed from the records. Exits 0 when every attempted combination got a record
+    (pass or fail), 1 when one could not be recorded.
+    """
+    from factory.planning import resolve_base_digests
+    from factory.run_state import RunState, combinations_fingerprint
+    from factory.stores import open_record_store
+
+    settings = settings_for(manifest_store)
+    # The runs execute in worker processes that load the code location from the environment.
+    os.environ["FACTORY_MANIFEST_STORE"] = str(settings.manifest_store)
+    try:
+        from factory.store import load_store
+
+        store = load_store(settings.manifest_store)
+        digests = resolve_base_digests(store, store.combinations())
+        store, index, items = plan_for(
+            settings,
+            manifest_ids=manifest_ids,
+            platforms=platforms,
+            force=force,
+            retry_failed=retry_failed,
+            base_digests=digests,
+        )
+        records = open_record_store(settings)
+        generation = records.index.generation()
+    except (FactoryError, KeyError) as exc:
+        raise fail(exc) from None
+    state = RunState(settings.data_dir, settings.dagster_home)
+    partitions = combinations_fingerprint([(m, p.name) for m, p in store.combinations()])
+    todo = [i for i in items if i.action == "run"]
+    if not todo and state.partitions_synced(partitions) and state.matrix_current(generation):
+        click.echo(f"store {settings.manifest_store}: {len(items)} combinations")
+        _print_skips(items)
+        click.echo(_nothing_to_run_line(items) + "; the matrix is current, no run started")
+        _, index, full = plan_for(
+            settings, manifest_ids=(), platforms=(), force=False, base_digests=digests
+        )
+        _print_matrix_and_publish(store, index, full, published=True, registry=settings.registry)
+        return
+    _run_through_dagster(
+        settings, store, items, todo, digests, records, state, partitions, force, parallel
+    )
+
+
+def _run_through_dagster(
+    settings, store, items, todo, digests, records, state, partitions, force, parallel
+) -> None:
+    import dagster as dg
+
+    from factory.record_store import RecordWatcher
+    from factory_assets.instance import prepare_dagster_home, sync_partitions
+    from factory_assets.launcher import materialize_matrix, run_items
+
+    try:
+        home = prepare_dagster_home(settings)
+    except FactoryError as exc:
+        raise fail(exc) from None
+    added = removed = 0
+    if not state.partitions_synced(partitions):
+        with dg.DagsterInstance.get() as instance:
+            added, removed = sync_partitions(instance, store)
+        state.record_partitions(partitions)
+    click.echo(
+        f"store {settings.manifest_store}: {len(items)} combinations "
+        f"(partitions +{added} -{removed}); Dagster instance {home}"
+    )
+    _print_skips(items)
+    watcher = RecordWatcher(records)
+    outcomes = []
+    if todo:
+        outcomes = run_items(
+            todo,
+            parallel=parallel,
+            force_rebuild=force,
+            on_start=_on_start,
+            on_done=_on_done_printer(watcher, len(todo)),
+        )
+    else:
+        click.echo(_nothing_to_run_line(items))
+    try:
+        records.index.refresh()  # the runs wrote records: look again
+        generation = records.index.generation()
+    except FactoryError as exc:
+        raise fail(exc) from None
+    matrix_ok = True
+    if todo or not state.matrix_current(generation):
+        matrix_ok = materialize_matrix()
+        if matrix_ok:
+            state.record_matrix(generation)
+        else:
+            click.echo(
+                "warning: the compatibility_matrix / multiarch_index assets did not materialize; "
+                "see the compatibility_matrix_job run in the UI",
+                err=True,
+            )
+    try:
+        _, index, fresh = plan_for(
+            settings, manifest_ids=(), platforms=(), force=False, base_digests=digests
+        )
+    except (FactoryError, KeyError) as exc:
+        raise fail(exc) from None
+    _print_matrix_and_publish(store, index, fresh, published=matrix_ok, registry=settings.registry)
+    unrecorded = [o for o in outcomes if watcher.record_of(o.run_id) is None]
+    if unrecorded:
+        msg = (
+            f"{len(unrecorded)} combination(s) could not be recorded; see the messages above and "
+            "the runs in `dagster dev -w workspace.yaml`"
+        )
+        raise click.ClickException(msg)
