@@ -169,21 +169,29 @@ def matrix(manifest_store, fmt, output, history_n) -> None:
             "create it or choose another --output"
         )
         raise click.ClickException(msg)
+    record_store = open_record_store(settings)
     try:
-        store, _, items = plan_for(settings, manifest_ids=(), platforms=(), force=False)
+        store, index, items = plan_for(settings, manifest_ids=(), platforms=(), force=False)
     except StoreError as exc:
         raise fail(exc) from None
     except FactoryError as exc:
         # Without the registry or the engine the records still tell the statuses; only the
         # "stale" marks (keys changed since the record) need the current plan.
         click.echo(f"note: without the current plan ({exc}); stale cells are not marked", err=True)
-        store = load_store(settings.manifest_store)
+        try:
+            store = load_store(settings.manifest_store)
+            index = RecordIndex.from_index(record_store.index)
+        except FactoryError as again:
+            raise fail(again) from None
         items = None
-    # One read of the records for the cells and their history, so the two agree.
-    record_store = open_record_store(settings)
-    records = list(record_store.records())
-    index = RecordIndex.from_records(records)
     cells = matrix_cells(store, index, items)
+    # The history needs the last few records per combination, not the whole record history.
+    records = None
+    if fmt != "text":
+        try:
+            records = record_store.index.select(newest_per_combination=max(history_n, 1))
+        except FactoryError as exc:
+            raise fail(exc) from None
     if fmt == "json":
         report = matrix_json(
             cells, index, history=history_n, records=records, record_store=record_store
@@ -206,51 +214,96 @@ def matrix(manifest_store, fmt, output, history_n) -> None:
     click.echo(f"wrote the matrix ({fmt}, {len(cells)} cells) to {output}")
 
 
-@main.command()
+@main.group(invoke_without_command=True)
 @manifest_option
 @platform_option
 @click.option("--json", "as_json", is_flag=True, help="Print the full records as JSON.")
-def records(manifest_ids, platforms, as_json) -> None:
-    """List compatibility records, newest last."""
+@click.pass_context
+def records(ctx, manifest_ids, platforms, as_json) -> None:
+    """List compatibility records, newest last; `reindex` and `check` keep the records index.
+
+    The records index (SQLite under the data dir, or FACTORY_RECORDS_INDEX_URL, or the Dagster
+    PostgreSQL database) answers every listing; the record files stay the source of truth.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
     from factory.stores import open_record_store
 
     settings = Settings.from_env()
-    found = [
-        r
-        for r in open_record_store(settings).records()
-        if (not manifest_ids or r.manifest_id in manifest_ids)
-        and (not platforms or r.platform in platforms)
-    ]
-    found.sort(key=lambda r: (r.finished_at, r.build_id))
+    try:
+        found = open_record_store(settings).index.select(
+            manifest_ids=manifest_ids, platforms=platforms
+        )
+    except FactoryError as exc:
+        raise fail(exc) from None
     if as_json:
         click.echo(json.dumps([r.model_dump(mode="json") for r in found], indent=2))
         return
     for r in found:
+        quarantine = r.quarantine.ref if r.quarantine and r.quarantine.ref else ""
         click.echo(
             f"{r.finished_at}  {r.status:5}  {r.manifest_id:24} {r.platform:16} "
             f"{r.build_id}  {r.image.digest if r.image and r.image.digest else '-'}"
+            + (f"  quarantine {quarantine}" if quarantine else "")
         )
     click.echo(f"{len(found)} records in {settings.data_dir / 'records'}")
 
 
-@main.command()
-@click.argument("build_id")
-@click.option("--no-registry", is_flag=True, help="Do not check the image in the registry.")
-def verify(build_id, no_registry) -> None:
-    """Recheck one record: evidence, SBOM and provenance hashes, subjects, the registry digest."""
-    from factory.stores import open_record_store
-    from factory.verify import verify_build
+@records.command(name="reindex")
+def records_reindex() -> None:
+    """Rebuild the records index from a full listing of the records (safe while builds run)."""
+    import time
 
-    settings = Settings.from_env()
+    from factory.stores import open_record_store
+
+    store = open_record_store(Settings.from_env())
+    started = time.monotonic()
+    click.echo(f"reindexing {store.location('record')} into {store.index.shown_url}")
     try:
-        report = verify_build(build_id, open_record_store(settings), registry_check=not no_registry)
+        counts = store.index.reindex(echo=click.echo)
+    except FactoryError as exc:
+        raise fail(exc) from None
+    skipped = f", {counts['skipped']} unreadable skipped" if counts["skipped"] else ""
+    click.echo(
+        f"indexed {counts['records']} records{skipped} in {time.monotonic() - started:.1f}s"
+    )
+
+
+@records.command(name="check")
+def records_check() -> None:
+    """Compare the records index with the records; exit 1 when they differ."""
+    from factory.stores import open_record_store
+
+    store = open_record_store(Settings.from_env())
+    try:
+        report = store.index.check()
     except FactoryError as exc:
         raise fail(exc) from None
     for line in report.lines():
         click.echo(line)
     if not report.ok:
-        msg = f"build {build_id} does not verify: {', '.join(c.name for c in report.failed)}"
+        msg = "the records index does not match the records: run `factory records reindex`"
         raise click.ClickException(msg)
+
+
+@main.command()
+@click.argument("build_id", required=False)
+@click.option("--no-registry", is_flag=True, help="Do not check the image in the registry.")
+@click.option(
+    "--image",
+    help="Verify REGISTRY/REPOSITORY@sha256:... from the registry alone (needs --key).",
+)
+@click.option(
+    "--key",
+    type=click.Path(dir_okay=False),
+    help="Public key (FILE.pub of `factory keys generate`) the attestations must be signed with.",
+)
+def verify(build_id, no_registry, image, key) -> None:
+    """Recheck a record (BUILD_ID: evidence, SBOM and provenance hashes, subjects, the registry
+    digest, its attestations) or an image's signed attestations (--image REF@DIGEST --key PUB)."""
+    from factory.cli_keys import run_verify
+
+    run_verify(build_id, no_registry, image, key)
 
 
 @main.group()
@@ -305,6 +358,7 @@ def status() -> None:
 def _register_commands() -> None:
     from factory.cli_dlq import dlq_group
     from factory.cli_gc import gc_command
+    from factory.cli_keys import keys_group
     from factory.cli_run import run_command
     from factory.cli_status import status_command
     from factory.cli_worker import worker_command
@@ -314,6 +368,7 @@ def _register_commands() -> None:
     main.add_command(worker_command)
     main.add_command(gc_command)
     main.add_command(dlq_group)
+    main.add_command(keys_group)
 
 
 _register_commands()

@@ -74,7 +74,7 @@ def list_command(as_json: bool) -> None:
 def _plan_item(settings: Settings, letter: dlq.DeadLetter) -> PlanItem:
     """The letter's combination as the plan sees it now (current keys, reasons, priority)."""
     from factory import services
-    from factory.planning import plan_store
+    from factory.planning import RecordIndex, plan_store
     from factory.store import load_store
     from factory.stores import open_record_store
 
@@ -88,13 +88,14 @@ def _plan_item(settings: Settings, letter: dlq.DeadLetter) -> PlanItem:
         )
         raise click.ClickException(msg)
     gpu = services.gpu_runtime_available(services.docker_host(settings))
-    records = list(open_record_store(settings).records())
+    records = RecordIndex.from_index(open_record_store(settings).index)
     for force in (False, True):
         _, items = plan_store(
             store,
             records,
             gpu_available=gpu,
             force=force,
+            retry_failed=True,  # requeueing a letter is a request to try now
             manifest_ids=[letter.manifest_id],
             platforms=[letter.platform],
         )

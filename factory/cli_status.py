@@ -46,6 +46,7 @@ def status_command(as_json: bool, window_hours: float) -> None:
     import dagster as dg
 
     from factory.celery_inspect import workers_report
+    from factory.records_index import finished_after
     from factory.stores import open_record_store
     from factory_assets.instance import prepare_dagster_home
     from factory_assets.queue_metrics import format_status, status_report
@@ -56,7 +57,9 @@ def status_command(as_json: bool, window_hours: float) -> None:
         with dg.DagsterInstance.get() as instance:
             report = status_report(
                 instance,
-                open_record_store(settings).records(),
+                open_record_store(settings).index.select(
+                    finished_after=finished_after(timedelta(hours=window_hours))
+                ),
                 settings.data_dir,
                 window=timedelta(hours=window_hours),
             )

@@ -35,6 +35,7 @@ import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import quote
 
@@ -218,6 +219,18 @@ def _row(record: CompatibilityRecord, uri: str, now: float) -> dict:
     }
 
 
+def finished_after(window: timedelta) -> str | None:
+    """The `finished_at` lower bound of a window ending now, for `select` (None: no bound).
+
+    A minute early: records may write their times as `Z` or `+00:00`, which sort differently
+    within a second; callers filter the exact window on parsed times.
+    """
+    now = datetime.now(UTC)
+    if window >= now - datetime(1971, 1, 1, tzinfo=UTC):
+        return None
+    return (now - window - timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
 def _chunks(values: list, size: int = IN_CHUNK) -> Iterable[list]:
     for start in range(0, len(values), size):
         yield values[start : start + size]
@@ -231,6 +244,10 @@ class RecordsIndex:
         self.store = store
         self._checked = False
         self._meta, self._records, self._latest, self._pending, self._info = _tables()
+
+    @property
+    def shown_url(self) -> str:
+        return _redacted(self.url)
 
     # -- plumbing -------------------------------------------------------------------------------
 

@@ -8,8 +8,10 @@ import pandas as pd
 
 from factory.errors import FactoryError
 from factory.matrix import history, matrix_cells, matrix_table
+from factory.metrics import DEFAULT_WINDOW
 from factory.planning import RecordIndex, plan_store
 from factory.platforms import PLATFORMS
+from factory.records_index import finished_after
 from factory.store import LoadedStore
 from factory_assets.queue_metrics import queue_metadata, status_report
 from resources import DockerBuilder, ManifestStore, RecordStore
@@ -29,17 +31,18 @@ MARKS = {"pass": "✔", "fail": "✘", "error": "!"}
 def current_plan(
     context: dg.AssetExecutionContext,
     store: LoadedStore,
-    records: list,
+    records_index,
     docker_builder: DockerBuilder,
 ):
     """(index, plan items) — or the index alone when the registry or engine does not answer, so
-    the matrix still shows the records (without marking stale cells)."""
+    the matrix still shows the records (without marking stale cells). `records_index` is the
+    record store's `factory.records_index.RecordsIndex`: rows per combination, not history."""
     try:
         gpu = docker_builder.gpu_available()
-        return plan_store(store, records, gpu_available=gpu)
+        return plan_store(store, RecordIndex.from_index(records_index), gpu_available=gpu)
     except FactoryError as exc:
         context.log.warning(f"matrix without the current plan (stale cells unmarked): {exc}")
-        return RecordIndex.from_records(records), None
+        return RecordIndex.from_index(records_index), None
 
 
 @dg.asset(
@@ -58,8 +61,9 @@ def compatibility_matrix(
     """Reads the record store, not the upstream outputs: records are the source of truth, and a
     combination whose newest attempt failed has a record but no materialized record asset."""
     store = manifest_store.load()
-    records = list(record_store.open().records())
-    index, items = current_plan(context, store, records, docker_builder)
+    opened = record_store.open()
+    index, items = current_plan(context, store, opened.index, docker_builder)
+    records = opened.index.select(newest_per_combination=HISTORY)
     cells = matrix_cells(store, index, items)
     header, rows = matrix_table(cells)
     frame = pd.DataFrame(rows, columns=header).set_index("manifest")
@@ -91,7 +95,13 @@ def compatibility_matrix(
                 records=[dg.TableRecord(r) for r in trend_rows],
                 schema=dg.TableSchema(columns=columns),
             ),
-            **queue_metadata(status_report(context.instance, records, Path(record_store.data_dir))),
+            **queue_metadata(
+                status_report(
+                    context.instance,
+                    opened.index.select(finished_after=finished_after(DEFAULT_WINDOW)),
+                    Path(record_store.data_dir),
+                )
+            ),
             "combinations": sum(1 for c in cells if c.status != "-"),
             "stale": sum(1 for c in cells if c.stale),
             **{f"{s}_count": n for s, n in counts.items()},

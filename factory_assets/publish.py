@@ -25,8 +25,7 @@ def multiarch_index(
     registry: Registry,
 ) -> dg.MaterializeResult:
     store = manifest_store.load()
-    records = list(record_store.open().records())
-    index, items = current_plan(context, store, records, docker_builder)
+    index, items = current_plan(context, store, record_store.open().index, docker_builder)
     if items is None:
         msg = "cannot decide what to publish without the current plan (see the warning above)"
         raise dg.Failure(description=msg)

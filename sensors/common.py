@@ -3,7 +3,7 @@
 import dagster as dg
 
 from factory.errors import FactoryError
-from factory.planning import PlanItem, plan_store
+from factory.planning import PlanItem, RecordIndex, plan_store
 from factory.platforms import platform as lookup_platform
 from factory.store import LoadedStore
 from factory_assets.inputs import inputs_key
@@ -22,9 +22,8 @@ def runnable_items(
         gpu = docker_builder.gpu_available()
     except FactoryError:
         gpu = False  # an engine that does not answer has no GPU runtime we could use
-    _, items = plan_store(
-        store, record_store.open().records(), gpu_available=gpu, base_digests=digests
-    )
+    records = RecordIndex.from_index(record_store.open().index)
+    _, items = plan_store(store, records, gpu_available=gpu, base_digests=digests)
     return sorted(
         (i for i in items if i.action == "run"),
         key=lambda i: (i.priority != "high", i.manifest_id, i.platform),
@@ -32,9 +31,14 @@ def runnable_items(
 
 
 def run_request(item: PlanItem) -> dg.RunRequest:
-    """One run of the platform's build job for one manifest; the record key dedupes it."""
+    """One run of the platform's build job for one manifest; the record key dedupes it.
+
+    A failed combination whose backoff is over is the same record key again: its run key adds the
+    number of failed attempts, so each retry is one run and not a duplicate of the first.
+    """
+    retry = f":retry-{item.failures}" if "last_failed" in item.reasons else ""
     return dg.RunRequest(
-        run_key=item.record_key,
+        run_key=item.record_key + retry,
         job_name=build_job_name(lookup_platform(item.platform).slug),
         partition_key=item.manifest_id,
         tags=run_tags(item),
