@@ -17,3 +17,12 @@ def services() -> Settings:
     settings = Settings.from_env()
     local_services.up(settings)
     return settings
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """One real PostgreSQL server for the tests that need one (each makes its own database)."""
+    from tests.integration.postgres_server import postgres_server
+
+    with postgres_server() as server:
+        yield server

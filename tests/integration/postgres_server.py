@@ -64,6 +64,19 @@ class PostgresServer:
             password=self.password,
         )
 
+    def create_database(self, name: str) -> str:
+        """A new empty database on the server; its SQLAlchemy URL."""
+        conn = self.connect()
+        conn.autocommit = True
+        try:
+            with conn.cursor() as cursor:
+                cursor.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            conn.close()
+        return (
+            f"postgresql+psycopg2://{self.user}:{self.password}@{self.host}:{self.port}/{name}"
+        )
+
 
 def write_production_instance(home: Path, sections: tuple[str, ...] = PRODUCTION_SECTIONS) -> Path:
     """`home/dagster.yaml` from deploy/dagster.yaml's sections (credentials from DAGSTER_PG_*)."""

@@ -15,16 +15,14 @@ import pytest
 
 from factory.pools import POOL_LIMITS
 from factory_assets.pools import apply_pool_limits, current_pool_limits
-from tests.integration.postgres_server import postgres_server as start_postgres
 from tests.integration.postgres_server import write_production_instance
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-def postgres_server():
-    with start_postgres() as server:
-        yield server
+@pytest.fixture
+def postgres_server(postgres):
+    return postgres
 
 
 @pytest.fixture

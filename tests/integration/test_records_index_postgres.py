@@ -1,0 +1,46 @@
+"""The records index on a real PostgreSQL server, as production runs it (the Dagster database)."""
+
+import itertools
+
+import pytest
+
+from factory.record_store import LocalRecordStore
+from factory.records_index import URL_ENV, default_url, open_index
+from tests.records_index_contract import RecordsIndexContract, record_at
+
+pytestmark = pytest.mark.integration
+
+_numbers = itertools.count()
+
+
+class TestPostgresRecordsIndex(RecordsIndexContract):
+    @pytest.fixture(autouse=True)
+    def _server(self, postgres):
+        self.server = postgres
+
+    def index_url(self, tmp_path) -> str:
+        return self.server.create_database(f"records_index_{next(_numbers)}")
+
+
+def test_dagster_postgres_settings_host_the_index(postgres, tmp_path, monkeypatch):
+    """With DAGSTER_PG_* set (deploy/dagster.yaml) and no FACTORY_RECORDS_INDEX_URL, records are
+    indexed in the Dagster database itself."""
+    monkeypatch.delenv(URL_ENV, raising=False)
+    for name, value in postgres.dagster_env().items():
+        monkeypatch.setenv(name, value)
+    assert default_url(tmp_path).startswith("postgresql+psycopg2://")
+    store = LocalRecordStore(tmp_path / "data")
+    index = open_index(store, tmp_path / "data")
+    index.ensure_current(echo=lambda _: None)
+    record = record_at(0, manifest="pg_hosted")
+    store.write_record(record)
+    conn = postgres.connect()
+    try:
+        with conn.cursor() as cursor:
+            cursor.execute(
+                "SELECT status, record_uri FROM factory_records WHERE build_id = %s",
+                (record.build_id,),
+            )
+            assert cursor.fetchone() == ("pass", store.uri("record", record.build_id))
+    finally:
+        conn.close()
