@@ -181,6 +181,9 @@ def _engine(url: str):
 
     try:
         if url.startswith("sqlite:"):
+            database = sa.engine.make_url(url).database
+            if database and database != ":memory:":
+                Path(database).parent.mkdir(parents=True, exist_ok=True)
             engine = sa.create_engine(
                 url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S}, poolclass=sa.pool.NullPool
             )
@@ -387,7 +390,7 @@ class RecordsIndex:
         if info.get("schema_version") != SCHEMA_VERSION or info.get("location") != location:
             why = (
                 "missing"
-                if not info
+                if "schema_version" not in info
                 else "made for another record store"
                 if info.get("location") not in (None, location)
                 else "of another version"

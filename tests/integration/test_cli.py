@@ -113,14 +113,32 @@ def test_factory_run_records_then_has_nothing_to_do(services, tmp_path):
         runs = instance.get_runs()
         assert {r.tags.get("factory/manifest_id") for r in runs} >= {"run_ok", "run_fail"}
 
+    with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
+        runs_before = len(instance.get_runs())
+
+    # Nothing changed: the failure is a result that waits for its backoff, and nothing starts.
     second = run([BIN / "factory", "run"], env, timeout=900)
     assert second.returncode == 0, second.stdout + second.stderr
-    # The honest failure is re-tested (last_failed) against the image already built: no rebuild.
-    assert "run_fail linux/arm64 (re-test: last_failed)" in second.stdout
-    assert "(build:" not in second.stdout
+    assert "run_fail linux/arm64: failed_backoff (next try " in second.stdout
+    assert "the matrix is current, no run started" in second.stdout
+    assert "queued" not in second.stdout
+    assert second.stdout[second.stdout.index("manifest ") :] == out[out.index("manifest ") :]
+    with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
+        assert len(instance.get_runs()) == runs_before
+
+    plan = run([BIN / "factory", "plan"], env, timeout=300)
+    assert "failed_backoff (next 20" in plan.stdout and "1 failed)" in plan.stdout
+
+    # --retry-failed re-tests the honest failure against the image already built: no rebuild.
+    third = run([BIN / "factory", "run", "--retry-failed"], env, timeout=900)
+    assert third.returncode == 0, third.stdout + third.stderr
+    assert "run_fail linux/arm64 (re-test: last_failed)" in third.stdout
+    assert "(build:" not in third.stdout
     records = list(LocalRecordStore(tmp_path / "data").records())
     assert sorted((r.manifest_id, r.status) for r in records) == [
         ("run_fail", "fail"),
         ("run_fail", "fail"),
         ("run_ok", "pass"),
     ]
+    check = run([BIN / "factory", "records", "check"], env, timeout=300)
+    assert check.returncode == 0 and "index matches the records" in check.stdout
