@@ -269,6 +269,52 @@ class Engine:
             raise StageError(msg, stage="build", transient=True) from exc
         return f"pulled {pinned} for {oci_platform}\n"
 
+    def retag(self, source: str, target: str) -> None:
+        """Give the local image `source` the name `target` too."""
+        repository, _, tag = target.rpartition(":")
+        try:
+            self.client.images.get(source).tag(repository, tag)
+        except (APIError, ImageNotFound) as exc:
+            msg = f"tagging {source} as {target} in the engine at {self.docker_host} failed: {exc}"
+            raise StageError(msg, stage="build") from exc
+
+    def create_test_container(
+        self,
+        *,
+        image_ref: str,
+        oci_platform: str,
+        suite: str,
+        script_path: Path,
+        environment: dict[str, str],
+        read_only_root: bool = True,
+        gpu: bool = False,
+    ):
+        """A created (not started) test container: no network, memory/pids limits, no caps.
+
+        With `gpu`, it requests every GPU of the host (a device request with the `gpu`
+        capability and count -1, as `docker run --gpus all`); the engine's NVIDIA runtime
+        provides them when the container starts.
+        """
+        target = f"/factory/tests/{suite}.sh"
+        return self.client.containers.create(
+            image_ref,
+            command=["/bin/sh", target],
+            environment=environment,
+            network_mode="none",
+            mem_limit=TEST_MEMORY,
+            pids_limit=TEST_PIDS,
+            cap_drop=["ALL"],
+            security_opt=["no-new-privileges"],
+            read_only=read_only_root,
+            tmpfs={"/tmp": f"rw,nosuid,nodev,size={TEST_TMPFS},mode=1777"},
+            volumes={str(script_path.resolve()): {"bind": target, "mode": "ro"}},
+            platform=oci_platform,
+            labels={"io.factory.role": "test", "io.factory.suite": suite},
+            device_requests=[docker.types.DeviceRequest(count=-1, capabilities=[["gpu"]])]
+            if gpu
+            else None,
+        )
+
     def run_suite(
         self,
         *,
@@ -279,28 +325,22 @@ class Engine:
         timeout_s: int,
         environment: dict[str, str],
         read_only_root: bool = True,
+        gpu: bool = False,
     ) -> SuiteRun:
         """Run one test suite in a fresh container: no network, memory/pids limits, a timeout."""
-        target = f"/factory/tests/{suite}.sh"
         started = time.monotonic()
         container = None
         timed_out = False
         exit_code: int | None = None
         try:
-            container = self.client.containers.create(
-                image_ref,
-                command=["/bin/sh", target],
+            container = self.create_test_container(
+                image_ref=image_ref,
+                oci_platform=oci_platform,
+                suite=suite,
+                script_path=script_path,
                 environment=environment,
-                network_mode="none",
-                mem_limit=TEST_MEMORY,
-                pids_limit=TEST_PIDS,
-                cap_drop=["ALL"],
-                security_opt=["no-new-privileges"],
-                read_only=read_only_root,
-                tmpfs={"/tmp": f"rw,nosuid,nodev,size={TEST_TMPFS},mode=1777"},
-                volumes={str(script_path.resolve()): {"bind": target, "mode": "ro"}},
-                platform=oci_platform,
-                labels={"io.factory.role": "test", "io.factory.suite": suite},
+                read_only_root=read_only_root,
+                gpu=gpu,
             )
             container.start()
             try:

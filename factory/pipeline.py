@@ -27,8 +27,9 @@ from factory.executor_identity import ExecutorIdentity
 from factory.keys import build_key, cache_ref, combination_inputs, image_ref, record_key
 from factory.platforms import Platform
 from factory.platforms import platform as lookup_platform
-from factory.prewarm import stack_cache_ref_for
+from factory.prewarm import gpu_cache_refs, stack_cache_ref_for
 from factory.provenance import build_provenance
+from factory.quarantine import quarantine_ref, quarantined_digest
 from factory.record_store import RecordStore
 from factory.records import (
     CacheInfo,
@@ -46,6 +47,7 @@ from factory.records import (
 from factory.registry import RegistryClient, split_image
 from factory.render import render_dockerfile
 from factory.store import LoadedStore
+from factory.supply_chain import seal_image
 
 
 class StateError(Exception):
@@ -78,6 +80,9 @@ class BuildState:
     suite_read_only: dict[str, bool] = field(default_factory=dict)
     secret_ids: list[str] = field(default_factory=list)  # ids only: values never enter the state
     stack_cache_ref: str | None = None  # the prewarmed base+security+core prefix, if any
+    # GPU variants also import the amd64 stack ref: same base and stable layers as amd64.
+    extra_cache_refs: tuple[str, ...] = ()
+    from_quarantine: bool = False  # a re-test of an image that failed before
     logs: list[tuple[str, str]] = field(default_factory=list)
     timings_s: dict[str, float] = field(default_factory=dict)
     image: dict | None = None
@@ -183,6 +188,7 @@ def prepare(
         suite_read_only={s: store.model.test_suites[s].read_only_root for s in manifest.tests},
         secret_ids=list(manifest.build_secrets),
         stack_cache_ref=stack_cache_ref_for(store, manifest_id, platform, services.registry),
+        extra_cache_refs=gpu_cache_refs(store, manifest_id, platform, services.registry),
     )
     try:
         rendered = render_dockerfile(store, inputs, bkey)
@@ -206,7 +212,21 @@ def build_image(
     started = time.monotonic()
     try:
         existing = None if force_rebuild else RegistryClient(address).head_digest(rest, tag)
-        if existing:
+        held = None if force_rebuild or existing else quarantined_digest(state.image_ref)
+        if held:
+            # Tested before and failed: re-test that image rather than build it again.
+            note = services.engine.ensure_local(
+                image_ref=quarantine_ref(state.image_ref),
+                digest=held,
+                oci_platform=platform.oci_platform,
+            )
+            services.engine.retag(quarantine_ref(state.image_ref), state.image_ref)
+            state.log(
+                "build", f"reused quarantined {quarantine_ref(state.image_ref)}@{held}\n{note}"
+            )
+            digest, rebuilt, state.from_quarantine = held, False, True
+            state.cache = {"steps": 0, "cached": 0}
+        elif existing:
             note = services.engine.ensure_local(
                 image_ref=state.image_ref, digest=existing, oci_platform=platform.oci_platform
             )
@@ -220,7 +240,10 @@ def build_image(
                 cache_ref=state.cache_ref,
                 oci_platform=platform.oci_platform,
                 secrets=build_secrets(state),
-                extra_cache_from=(state.stack_cache_ref,) if state.stack_cache_ref else (),
+                extra_cache_from=(
+                    *((state.stack_cache_ref,) if state.stack_cache_ref else ()),
+                    *state.extra_cache_refs,
+                ),
             )
             state.log("build", result.log)
             digest, push_log = services.engine.push(state.image_ref)
@@ -269,7 +292,9 @@ def run_tests(state: BuildState, services: Services) -> BuildState:
                 environment={
                     "FACTORY_MANIFEST_ID": state.manifest_id,
                     "FACTORY_PLATFORM": state.platform,
+                    **({"FACTORY_GPU": "1"} if platform.gpu else {}),
                 },
+                gpu=platform.gpu,
             )
             results.append(run)
             verdict = "timed out" if run.timed_out else f"exit {run.exit_code}"
@@ -400,6 +425,14 @@ def _write_record(
         "sbom": state.evidence.get("sbom"),
         "provenance": _write_provenance(state, services, finished_at, run_id),
     }
+    attestations, quarantine = seal_image(
+        status=status,
+        build_id=state.build_id,
+        image_ref=state.image_ref,
+        image_digest=state.image.get("digest") if state.image else None,
+        from_quarantine=state.from_quarantine,
+        records=services.records,
+    )
     error_info = None
     if error is not None:
         error_info = ErrorInfo(
@@ -429,6 +462,8 @@ def _write_record(
         # The run that finished the attempt (a retry resumes another run's state).
         dagster=DagsterRef(run_id=run_id, partition=partition),
         executor=ExecutorRef(**services.executor.as_record()) if services.executor else None,
+        attestations=attestations,
+        quarantine=quarantine,
     )
     if error_info is not None:
         services.records.put_json(

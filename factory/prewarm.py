@@ -118,6 +118,21 @@ def stack_cache_ref_for(
     return stack_cache_ref(registry, key, platform)
 
 
+def gpu_cache_refs(
+    store: LoadedStore, manifest_id: str, platform: Platform, registry: str
+) -> tuple[str, ...]:
+    """Extra cache refs a GPU build imports: the amd64 stack ref of the same stack.
+
+    A GPU variant builds for linux/amd64 from the same base and stable fragments, so its stable
+    layers have the amd64 build's cache keys; GPU-only layers come after them.
+    """
+    if not platform.gpu:
+        return ()
+    amd64 = next(p for p in PLATFORMS if p.oci_platform == platform.oci_platform and not p.gpu)
+    ref = stack_cache_ref_for(store, manifest_id, amd64, registry)
+    return (ref,) if ref else ()
+
+
 def distinct_stacks(store: LoadedStore) -> list[Stack]:
     """Every distinct stack in the store, with the manifests on it and the platforms they list."""
     members: dict[tuple[str, tuple[tuple[str, str], ...]], list[str]] = {}

@@ -78,6 +78,32 @@ class ExecutorRef(_Section):
     engine_id: str | None = None
 
 
+class AttestationRef(_Section):
+    """One signed attestation attached to the image in the registry (docs/records.md)."""
+
+    kind: str  # "sbom" or "provenance"
+    predicate_type: str
+    manifest_digest: str  # the OCI artifact manifest whose subject is the image
+    envelope_digest: str  # its one layer: the DSSE envelope
+
+
+class AttestationInfo(_Section):
+    """The image's signed attestations; `error` says why they are missing when pushing failed."""
+
+    signed: bool = False
+    key_id: str | None = None
+    scheme: str | None = None  # "referrers" (the registry's API) or "tag" (OCI 1.1 fallback tag)
+    items: list[AttestationRef] = Field(default_factory=list)
+    error: str | None = None
+
+
+class QuarantineInfo(_Section):
+    """Where a failing record's image was moved (`factory-quarantine/<id>:<tag>`), or why not."""
+
+    ref: str | None = None
+    error: str | None = None
+
+
 class CompatibilityRecord(_Section):
     """One build attempt's outcome for one manifest x platform."""
 
@@ -101,6 +127,9 @@ class CompatibilityRecord(_Section):
     dagster: DagsterRef = Field(default_factory=DagsterRef)
     # Absent in records written before executors were named.
     executor: ExecutorRef | None = None
+    # Absent in records written before attestations and quarantine existed.
+    attestations: AttestationInfo | None = None
+    quarantine: QuarantineInfo | None = None
 
 
 def parse_record(data: dict) -> CompatibilityRecord:

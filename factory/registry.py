@@ -666,6 +666,65 @@ class RegistryClient:
             raise RegistryError(msg)
         self._expect(response, 202, what=f"DELETE {repository}@{digest}")
 
+    # -- referrers, copies, the catalog (attestations, quarantine, gc) ---------------------------
+
+    def get_referrers(self, repository: str, digest: str) -> bytes | None:
+        """The OCI 1.1 referrers API's index body for `digest`; None when the registry does not
+        offer the API (it answers 404, as distribution 2.8 does): use the fallback tag then."""
+        response = self._request(
+            "GET", registry_path(repository, "referrers", digest), headers={"Accept": OCI_INDEX}
+        )
+        if response.status_code == 404:
+            return None
+        self._expect(response, 200, what=f"GET referrers of {repository}@{digest}")
+        return response.content
+
+    def mount_blob(self, repository: str, digest: str, source: str) -> None:
+        """Make a blob of `source` available in `repository`: a cross-repository mount when the
+        registry does it, else a download and upload."""
+        if self.blob_exists(repository, digest):
+            return
+        path = registry_path(repository, "blobs", "") + "uploads/"
+        check_repository(source)
+        response = self._request("POST", f"{path}?mount={digest}&from={quote(source, safe='/')}")
+        if response.status_code == 201:
+            return
+        self._expect(response, 202, what=f"mount blob {digest} from {source} into {repository}")
+        location = response.headers.get("Location")
+        if location:  # the registry opened an upload instead: drop it, then copy the bytes
+            self._request("DELETE", urljoin(self.base_url + "/", location))
+        self.push_blob(repository, self.get_blob(source, digest))
+
+    def catalog(self) -> list[str]:
+        """Every repository the registry lists (`/v2/_catalog`), each name checked, sorted."""
+        names: list[str] = []
+        path = "/v2/_catalog"
+        url = f"{self.base_url}{path}?n=1000"
+        where = f"{self.address} catalog"
+        for _ in range(MAX_TAG_PAGES):
+            response = self._request("GET", url, max_bytes=MAX_TAGS_BYTES)
+            self._expect(response, 200, what="list repositories (/v2/_catalog)")
+            page = parse_json_object(response.content, where)
+            repositories = page.get("repositories") or []
+            if not isinstance(repositories, list):
+                raise _answer_error(where, "repositories", f"is not a list ({_show(repositories)})")
+            for n, name in enumerate(repositories):
+                try:
+                    names.append(check_repository(name))
+                except InvalidNameError:
+                    raise _answer_error(
+                        where, f"repositories[{n}]", f"is not a repository ({_show(name)})"
+                    ) from None
+            next_link = response.links.get("next", {}).get("url")
+            if not next_link:
+                return sorted(set(names))
+            url = urljoin(url, next_link)
+            parts = urlsplit(url)
+            if f"{parts.scheme}://{parts.netloc}" != self.base_url or parts.path != path:
+                problem = f"points away from {self.base_url}{path} ({_show(next_link)})"
+                raise _answer_error(where, "the Link header", problem)
+        raise _answer_error(where, "the Link header", f"goes past {MAX_TAG_PAGES} pages")
+
     # -- plumbing -------------------------------------------------------------------------------
 
     def _ref(self, repository: str, reference: str) -> str:

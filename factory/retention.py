@@ -106,6 +106,7 @@ class ManifestDeletion:
     manifest_id: str
     platforms: tuple[str, ...]
     newest_record_at: str
+    reason: str = ""  # said instead of the newest record when no record decides (stack refs)
 
 
 @dataclass(frozen=True)
@@ -170,8 +171,8 @@ class GcPlan:
     def lines(self) -> list[str]:
         """One line per thing to remove or keep, for `factory gc`."""
         out = [
-            f"delete {d.repository}@{d.digest} (tags {', '.join(d.tags)}; newest record "
-            f"{d.newest_record_at})"
+            f"delete {d.repository}@{d.digest} (tags {', '.join(d.tags)}; "
+            f"{d.reason or 'newest record ' + d.newest_record_at})"
             for d in self.deletions
         ]
         out += [f"keep   {k.repository}:{k.tag} ({k.reason})" for k in self.kept]
@@ -267,6 +268,10 @@ def plan_gc(
             continue
         published[manifest_id] = set(found.published)
         _plan_images(plan, manifest_id, repository, by_manifest[manifest_id], found)
+    # Quarantined images of failing records: the newest `keep` per combination stay.
+    from factory.quarantine import plan_quarantine_gc  # it imports this module
+
+    plan_quarantine_gc(plan, by_manifest, registry_client)
 
     store = LocalRecordStore(data_dir) if data_dir is not None else None
     cutoff = now - timedelta(days=evidence_days)

@@ -54,6 +54,9 @@ class VerifyReport:
 
     build_id: str
     checks: list[VerifyCheck] = field(default_factory=list)
+    # `REPOSITORY@DIGEST` of the record's pushed image, for checking its attestations.
+    image_ref: str | None = None
+    label: str = "build"
 
     @property
     def ok(self) -> bool:
@@ -76,7 +79,7 @@ class VerifyReport:
             mark = "skip" if check.skipped else ("ok" if check.ok else "FAIL")
             out.append(f"  {mark:<4} {check.name:<20} {check.detail}")
         verdict = "verified" if self.ok else f"NOT verified ({len(self.failed)} check(s) failed)"
-        out.append(f"build {self.build_id}: {verdict}")
+        out.append(f"{self.label} {self.build_id}: {verdict}")
         return out
 
     def as_dict(self) -> dict[str, Any]:
@@ -112,6 +115,8 @@ def verify_build(
     report.add("record", True, f"{record.manifest_id} on {record.platform}: {record.status}")
 
     digest = record.image.digest if record.image else None
+    if digest and record.image is not None:
+        report.image_ref = f"{record.image.ref.rsplit(':', 1)[0]}@{digest}"
     documents = _check_evidence_files(record, records, report)
     _check_image_ref(record, report)
     _check_sbom(documents.get("sbom"), record, digest, report)
@@ -377,9 +382,12 @@ def _check_registry(
         report.skip("registry", "the record has no pushed image to look up")
         return
     ref = record.image.ref
+    if record.quarantine is not None and record.quarantine.ref:
+        ref = record.quarantine.ref  # a failing build's image lives only there
     try:
         address, repository, tag = split_reference(ref)
-        served = registry_client(address).head_digest(repository, tag)
+        client = registry_client(address)
+        served = client.head_digest(repository, tag)
     except (ValueError, RegistryError, ServiceError) as exc:
         report.add("registry", False, f"could not look up {ref}: {exc}")
         return
@@ -398,6 +406,24 @@ def _check_registry(
         )
     else:
         report.add("registry", True, f"{ref} -> {served}")
+        _check_attestations(record, client, report)
+
+
+def _check_attestations(record: CompatibilityRecord, client: Any, report: VerifyReport) -> None:
+    """The attestations the record names must still be attached to its image, unchanged."""
+    info = record.attestations
+    if info is None or not (info.items or info.error):
+        return
+    if info.error:
+        report.add("attestations", False, f"none attached when recorded: {info.error}")
+        return
+    from factory.attestation import check_recorded
+
+    try:
+        ok, detail = check_recorded(record, client)
+    except (ValueError, RegistryError, ServiceError) as exc:
+        ok, detail = False, f"could not list the image's attestations: {exc}"
+    report.add("attestations", ok, detail)
 
 
 def _first_line(exc: Exception) -> str:
