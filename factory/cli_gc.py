@@ -37,6 +37,13 @@ from factory.settings import Settings
     is_flag=True,
     help="Only run garbage-collect on the local registry's storage (stop the registry first).",
 )
+@click.option(
+    "--engine",
+    "engine_only",
+    is_flag=True,
+    help="Prune the Docker Engine instead: build images beyond the newest KEEP per "
+    "manifest x platform, and build cache beyond FACTORY_ENGINE_CACHE_GB (default 10).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the plan and the outcome as JSON.")
 def gc_command(
     dry_run: bool,
@@ -44,6 +51,7 @@ def gc_command(
     evidence_days: int,
     collect: bool,
     collect_only: bool,
+    engine_only: bool,
     as_json: bool,
 ) -> None:
     """Delete old image tags from the registry and old evidence files; records are kept.
@@ -53,12 +61,21 @@ def gc_command(
     SBOM and provenance files older than EVIDENCE_DAYS go unless their image was released.
     Deleted images free disk space once the registry's garbage-collect runs, which is only safe
     with the registry stopped: `factory gc` says when to run `factory gc --collect-only`.
+    The newest KEEP quarantined tags per combination stay too, and stack cache refs that no
+    manifest of the store uses any more go. With --engine, the Docker Engine is pruned instead
+    (images of containers are never removed).
     """
+    from factory.cli_engine_gc import add_stack_gc
     from factory.registry import RegistryClient
     from factory.retention import apply_gc, collect_garbage, local_registry_config, plan_gc
     from factory.stores import open_record_store
 
     settings = Settings.from_env()
+    if engine_only:
+        from factory.cli_engine_gc import engine_gc
+
+        engine_gc(settings, keep=keep, dry_run=dry_run, as_json=as_json)
+        return
     try:
         config = local_registry_config(settings.data_dir, settings.registry)
         if collect_only:
@@ -81,6 +98,7 @@ def gc_command(
             evidence_days=evidence_days,
             data_dir=settings.data_dir,
         )
+        add_stack_gc(plan, settings, client)
         result = None
         if not dry_run:
             result = apply_gc(

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from factory.engine_prune import apply_engine_prune, plan_engine_prune
 from factory.retention import (
     DEFAULT_EVIDENCE_DAYS,
     DEFAULT_KEEP,
@@ -21,7 +22,8 @@ from factory.retention import (
     local_registry_config,
     plan_gc,
 )
-from resources import RecordStore, Registry
+from factory.stack_gc import plan_stack_gc
+from resources import DockerBuilder, ManifestStore, RecordStore, Registry
 
 RETENTION_CRON = os.environ.get("FACTORY_RETENTION_CRON", "0 4 * * 0")
 GC_TAG_PREFIX = "factory/gc_"
@@ -36,6 +38,10 @@ class RetentionConfig(dg.Config):
     evidence_days: int = DEFAULT_EVIDENCE_DAYS
     dry_run: bool = False
     collect: bool = True
+    # Also prune the engine (old build images, build cache past FACTORY_ENGINE_CACHE_GB) and
+    # delete stack cache refs no manifest of the store uses.
+    engine: bool = True
+    stacks: bool = True
 
 
 @dg.op(
@@ -47,6 +53,8 @@ def retention_gc(
     config: RetentionConfig,
     record_store: RecordStore,
     registry: Registry,
+    docker_builder: DockerBuilder,
+    manifest_store: ManifestStore,
 ) -> dict:
     data_dir = Path(record_store.data_dir)
     client = registry.client()
@@ -57,6 +65,8 @@ def retention_gc(
         evidence_days=config.evidence_days,
         data_dir=data_dir,
     )
+    if config.stacks:
+        plan_stack_gc(plan, manifest_store.load(), client)
     lines = plan.lines()
     for line in lines[:MAX_LOGGED_LINES]:
         context.log.info(line)
@@ -75,6 +85,8 @@ def retention_gc(
         summary.update(result.summary())
         if result.collect is not None:
             context.log.info(result.collect.detail)
+    if config.engine:
+        summary.update(_prune_engine(context, docker_builder, registry, config))
     counts = {k: v for k, v in summary.items() if isinstance(v, int) and not isinstance(v, bool)}
     context.instance.add_run_tags(
         context.run_id, {f"{GC_TAG_PREFIX}{key}": str(value) for key, value in counts.items()}
@@ -87,6 +99,30 @@ def retention_gc(
         }
     )
     return summary
+
+
+def _prune_engine(
+    context: dg.OpExecutionContext,
+    docker_builder: DockerBuilder,
+    registry: Registry,
+    config: RetentionConfig,
+) -> dict:
+    """The engine part (`factory gc --engine`): the same plan and apply, counted."""
+    engine = docker_builder.engine()
+    plan = plan_engine_prune(engine, keep=config.keep, registry=registry.address)
+    for line in plan.lines()[:MAX_LOGGED_LINES]:
+        context.log.info(line)
+    counts = {"engine_planned_tags": len(plan.removals)}
+    if not config.dry_run:
+        result = apply_engine_prune(engine, plan)
+        for failure in result.failed:
+            context.log.warning(f"engine prune: {failure}")
+        counts.update(
+            engine_tags_removed=len(result.removed),
+            engine_image_bytes_freed=result.image_bytes_freed,
+            engine_cache_bytes_reclaimed=result.cache_bytes_reclaimed,
+        )
+    return counts
 
 
 @dg.job(

@@ -32,7 +32,7 @@ from factory.registry import RegistryClient
 from factory.retention import apply_gc, collect_garbage, local_registry_config, plan_gc
 from factory.services import docker_host
 from factory_assets.retention import retention_job
-from resources import RecordStore, Registry
+from resources import DockerBuilder, ManifestStore, RecordStore, Registry
 
 pytestmark = pytest.mark.integration
 
@@ -186,8 +186,15 @@ def test_retention_job_applies_the_same_gc_and_tags_the_run(services, docker_env
                 resources={
                     "record_store": RecordStore(data_dir=str(data_dir)),
                     "registry": Registry(address=services.registry),
+                    "docker_builder": DockerBuilder(),
+                    "manifest_store": ManifestStore(path=str(services.manifest_store)),
                 },
-                run_config={"ops": {"retention_gc": {"config": {"keep": 1}}}},
+                # The shared engine and stack refs belong to other tests too: registry part only.
+                run_config={
+                    "ops": {
+                        "retention_gc": {"config": {"keep": 1, "engine": False, "stacks": False}}
+                    }
+                },
             )
             assert result.success
             tags = instance.get_run_by_id(result.run_id).tags
