@@ -53,11 +53,11 @@ def status_command(as_json: bool, window_hours: float) -> None:
 
     settings = Settings.from_env()
     try:
-        prepare_dagster_home(settings)
+        prepare_dagster_home(settings, apply_limits=False)
         with dg.DagsterInstance.get() as instance:
             report = status_report(
                 instance,
-                open_record_store(settings).index.select(
+                open_record_store(settings).index.summaries(
                     finished_after=finished_after(timedelta(hours=window_hours))
                 ),
                 settings.data_dir,

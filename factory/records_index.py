@@ -45,7 +45,7 @@ from factory.errors import FactoryError
 from factory.record_store import LocalRecordStore, RecordStore, SkipReport, warn
 from factory.records import CompatibilityRecord
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
 URL_ENV = "FACTORY_RECORDS_INDEX_URL"
 SQLITE_NAME = "records-index.sqlite"
 # A pending row this old without its record belongs to a build that died before recording.
@@ -139,12 +139,20 @@ def _tables():
         sa.Column("worker", sa.String(256)),
         sa.Column("run_id", sa.String(64)),
         sa.Column("record_json", sa.Text, nullable=False),
+        # What figures and gc read, so they need not parse whole records (`summaries`).
+        sa.Column("summary_json", sa.Text, nullable=False),
+        # The build tag `<slug>-<12 hex>` the record's image was pushed under (factory.keys).
+        sa.Column("image_tag", sa.String(160)),
+        # 0 once gc removed the record's evidence, SBOM and provenance files.
+        sa.Column("evidence_present", sa.Integer, nullable=False, server_default="1"),
         sa.Column("indexed_at", sa.Float, nullable=False),
         sa.Index("factory_records_combination", "manifest_id", "platform", "finished_at"),
         sa.Index("factory_records_build_key", "build_key"),
         sa.Index("factory_records_finished", "finished_at"),
         sa.Index("factory_records_run", "run_id"),
         sa.Index("factory_records_indexed", "indexed_at"),
+        sa.Index("factory_records_image_tag", "manifest_id", "image_tag"),
+        sa.Index("factory_records_digest", "image_digest"),
     )
     latest = sa.Table(
         "factory_records_latest",
@@ -203,6 +211,60 @@ def _engine(url: str):
     return engine
 
 
+def _summary(record: CompatibilityRecord) -> dict:
+    timings = dict(record.timings_s)
+    if "test" not in timings and record.tests:
+        # Older records only carry per-suite durations (as factory.metrics reads them).
+        timings["test"] = sum(t.duration_s for t in record.tests)
+    image = record.image
+    return {
+        "t": timings,
+        "c": [record.cache.steps, record.cache.cached],
+        "i": None
+        if image is None
+        else [image.ref, image.digest, image.size_bytes, image.layers, image.rebuilt],
+        "e": sorted(k for k, v in record.evidence.items() if v is not None),
+    }
+
+
+def _light(row) -> CompatibilityRecord:
+    """A record rebuilt from index columns without validation (they were validated when indexed):
+    ids, keys, status, times, image, cache, timings and which evidence exists; no inputs, tests
+    or error detail."""
+    from factory.records import CacheInfo, EvidenceRef, ImageInfo
+
+    summary = json.loads(row.summary_json)
+    image = summary["i"]
+    return CompatibilityRecord.model_construct(
+        build_id=row.build_id,
+        manifest_id=row.manifest_id,
+        platform=row.platform,
+        pool=row.pool,
+        status=row.status,
+        build_key=row.build_key,
+        record_key=row.record_key,
+        finished_at=row.finished_at,
+        started_at=row.finished_at,
+        inputs={},
+        tests=[],
+        timings_s=summary["t"],
+        cache=CacheInfo.model_construct(steps=summary["c"][0], cached=summary["c"][1]),
+        image=None
+        if image is None
+        else ImageInfo.model_construct(
+            ref=image[0], digest=image[1], size_bytes=image[2], layers=image[3], rebuilt=image[4]
+        ),
+        evidence={k: EvidenceRef.model_construct(uri="", sha256="") for k in summary["e"]},
+    )
+
+
+def _image_tag(record: CompatibilityRecord) -> str | None:
+    from factory.platforms import BY_NAME
+
+    platform = BY_NAME.get(record.platform)
+    return f"{platform.slug}-{record.build_key[:12]}" if platform else None
+
+
 def _row(record: CompatibilityRecord, uri: str, now: float) -> dict:
     return {
         "build_id": record.build_id,
@@ -218,6 +280,8 @@ def _row(record: CompatibilityRecord, uri: str, now: float) -> dict:
         "worker": record.executor.worker if record.executor else None,
         "run_id": record.dagster.run_id,
         "record_json": json.dumps(record.model_dump(mode="json"), sort_keys=True),
+        "summary_json": json.dumps(_summary(record)),
+        "image_tag": _image_tag(record),
         "indexed_at": now,
     }
 
@@ -308,7 +372,10 @@ class RecordsIndex:
         import sqlalchemy as sa
 
         stmt = self._insert(self._records)
-        columns = [c.name for c in self._records.columns if c.name != "build_id"]
+        # evidence_present is gc's to change: re-indexing a record does not bring its files back.
+        columns = [
+            c.name for c in self._records.columns if c.name not in ("build_id", "evidence_present")
+        ]
         conn.execute(
             stmt.on_conflict_do_update(
                 index_elements=["build_id"], set_={c: stmt.excluded[c] for c in columns}
@@ -395,6 +462,9 @@ class RecordsIndex:
                 if info.get("location") not in (None, location)
                 else "of another version"
             )
+            if info.get("schema_version") not in (None, SCHEMA_VERSION):
+                # Another layout: the rows are rebuilt from the records into new tables.
+                self._sql("drop old tables", lambda conn: self._meta.drop_all(conn))
             counts = self.reindex()
             echo(
                 f"records index {_redacted(self.url)} was {why}; built it from {location}: "
@@ -682,19 +752,7 @@ class RecordsIndex:
 
         return self._sql("count failed attempts", go)
 
-    def select(
-        self,
-        *,
-        manifest_ids: Iterable[str] = (),
-        platforms: Iterable[str] = (),
-        finished_after: str | None = None,
-        newest_per_combination: int | None = None,
-        run_id: str | None = None,
-    ) -> list[CompatibilityRecord]:
-        """Records matching every filter given, oldest first."""
-        import sqlalchemy as sa
-
-        self.ensure_current()
+    def _where(self, manifest_ids, platforms, finished_after, finished_before, run_id) -> list:
         r = self._records
         conditions = []
         if manifest_ids := list(manifest_ids):
@@ -703,9 +761,18 @@ class RecordsIndex:
             conditions.append(r.c.platform.in_(platforms))
         if finished_after is not None:
             conditions.append(r.c.finished_at >= finished_after)
+        if finished_before is not None:
+            conditions.append(r.c.finished_at < finished_before)
         if run_id is not None:
             conditions.append(r.c.run_id == run_id)
-        columns = [r.c.build_id, r.c.record_json, r.c.finished_at]
+        return conditions
+
+    def _rows(self, columns: list, conditions: list, newest_per_combination: int | None) -> list:
+        import sqlalchemy as sa
+
+        self.ensure_current()
+        r = self._records
+        columns = [*columns, r.c.finished_at.label("_at"), r.c.build_id.label("_id")]
         if newest_per_combination is not None:
             rank = (
                 sa.func.row_number()
@@ -717,18 +784,111 @@ class RecordsIndex:
             )
             inner = sa.select(*columns, rank).where(*conditions).subquery()
             query = (
-                sa.select(inner.c.build_id, inner.c.record_json)
+                sa.select(*[inner.c[c.name] for c in columns])
                 .where(inner.c.n <= newest_per_combination)
-                .order_by(inner.c.finished_at, inner.c.build_id)
+                .order_by(inner.c._at, inner.c._id)
             )
         else:
-            query = (
-                sa.select(r.c.build_id, r.c.record_json)
-                .where(*conditions)
-                .order_by(r.c.finished_at, r.c.build_id)
-            )
-        rows = self._sql("read records", lambda conn: list(conn.execute(query)))
-        return self._parse(rows)
+            query = sa.select(*columns).where(*conditions).order_by(r.c.finished_at, r.c.build_id)
+        return self._sql("read records", lambda conn: list(conn.execute(query)))
+
+    def select(
+        self,
+        *,
+        manifest_ids: Iterable[str] = (),
+        platforms: Iterable[str] = (),
+        finished_after: str | None = None,
+        finished_before: str | None = None,
+        newest_per_combination: int | None = None,
+        run_id: str | None = None,
+    ) -> list[CompatibilityRecord]:
+        """Whole records matching every filter given, oldest first."""
+        r = self._records
+        conditions = self._where(manifest_ids, platforms, finished_after, finished_before, run_id)
+        rows = self._rows([r.c.build_id, r.c.record_json], conditions, newest_per_combination)
+        return self._parse((row.build_id, row.record_json) for row in rows)
+
+    def summaries(
+        self,
+        *,
+        manifest_ids: Iterable[str] = (),
+        platforms: Iterable[str] = (),
+        finished_after: str | None = None,
+        finished_before: str | None = None,
+        image_tags: Iterable[str] | None = None,
+        image_digests: Iterable[str] | None = None,
+        evidence_present: bool | None = None,
+    ) -> list[CompatibilityRecord]:
+        """Light records (`_light`: no inputs, tests or error detail) matching every filter,
+        oldest first: what build figures and gc read, at a fraction of the cost."""
+        r = self._records
+        conditions = self._where(manifest_ids, platforms, finished_after, finished_before, None)
+        if image_tags is not None:
+            conditions.append(r.c.image_tag.in_(sorted(set(image_tags))))
+        if image_digests is not None:
+            conditions.append(r.c.image_digest.in_(sorted(set(image_digests))))
+        if evidence_present is not None:
+            conditions.append(r.c.evidence_present == int(evidence_present))
+        columns = [
+            r.c.build_id,
+            r.c.manifest_id,
+            r.c.platform,
+            r.c.pool,
+            r.c.status,
+            r.c.build_key,
+            r.c.record_key,
+            r.c.finished_at,
+            r.c.summary_json,
+        ]
+        return [_light(row) for row in self._rows(columns, conditions, None)]
+
+    def newest_summaries(
+        self, manifest_ids: Iterable[str] | None = None
+    ) -> list[CompatibilityRecord]:
+        """The newest record of every combination (of these manifests), light."""
+        import sqlalchemy as sa
+
+        self.ensure_current()
+        r, latest = self._records, self._latest
+        query = sa.select(
+            r.c.build_id,
+            r.c.manifest_id,
+            r.c.platform,
+            r.c.pool,
+            r.c.status,
+            r.c.build_key,
+            r.c.record_key,
+            r.c.finished_at,
+            r.c.summary_json,
+        ).join(latest, latest.c.build_id == r.c.build_id)
+        if manifest_ids is not None:
+            query = query.where(r.c.manifest_id.in_(sorted(set(manifest_ids))))
+        rows = self._sql("read the newest records", lambda conn: list(conn.execute(query)))
+        return [_light(row) for row in rows]
+
+    def manifest_ids(self) -> list[str]:
+        """Every manifest that has a record (one row per combination is read)."""
+        import sqlalchemy as sa
+
+        self.ensure_current()
+        query = sa.select(self._latest.c.manifest_id).distinct()
+        return sorted(self._sql("read manifests", lambda conn: [r[0] for r in conn.execute(query)]))
+
+    def mark_evidence_removed(self, build_ids: Iterable[str]) -> None:
+        """gc removed these records' evidence files: later gc plans need not look at them."""
+        import sqlalchemy as sa
+
+        ids = sorted(set(build_ids))
+
+        def go(conn):
+            for chunk in _chunks(ids):
+                conn.execute(
+                    sa.update(self._records)
+                    .where(self._records.c.build_id.in_(chunk))
+                    .values(evidence_present=0)
+                )
+
+        self._sql("mark removed evidence", go)
 
     def record_of_run(self, run_id: str) -> CompatibilityRecord | None:
         """The record a Dagster run wrote, if indexed."""

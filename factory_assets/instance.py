@@ -16,7 +16,7 @@ from factory_assets.pools import apply_pool_limits
 INSTANCE_CONFIG = PROJECT_ROOT / "dagster.yaml"
 
 
-def prepare_dagster_home(settings: Settings) -> Path:
+def prepare_dagster_home(settings: Settings, *, apply_limits: bool = True) -> Path:
     """Create DAGSTER_HOME with the project's dagster.yaml and export it for child processes.
 
     Also writes the repo's pool limits (`factory.pools`) into the instance, so runs launched from
@@ -32,8 +32,9 @@ def prepare_dagster_home(settings: Settings) -> Path:
     ):
         shutil.copyfile(INSTANCE_CONFIG, target)
     os.environ["DAGSTER_HOME"] = str(home)
-    with dg.DagsterInstance.from_config(str(home)) as instance:
-        apply_pool_limits(instance)
+    if apply_limits:  # readers (`factory status`) leave the limits to the commands that launch
+        with dg.DagsterInstance.from_config(str(home)) as instance:
+            apply_pool_limits(instance)
     return home
 
 
