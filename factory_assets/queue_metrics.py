@@ -3,8 +3,11 @@
 Every figure is one indexed query on the run storage (status and tag filters, counts, a single
 oldest row), never a scan of runs or their event logs: `factory status` must stay instant with
 hundreds of thousands of runs in PostgreSQL, and it must not compete with the daemon for the
-database. Runs belong to a pool through the `factory/pool` tag every build run carries (see
-`factory_assets.jobs.run_tags` and the jobs' own tags).
+database. Runs belong to a pool through the `factory/pool` tag that build jobs and `factory run`
+set (see `factory_assets.jobs.run_tags` and the jobs' own tags); runs of the implicit asset jobs
+(the UI's asset graph, asset backfills, `dagster asset materialize`) carry no such tag and are
+counted by the pool of the assets they selected (`factory_assets.run_pool`), which reads only
+queued, running or recently finished runs of those jobs.
 """
 
 import json
@@ -20,6 +23,7 @@ from factory.metrics import DEFAULT_WINDOW, build_metrics, build_report
 from factory.platforms import BY_NAME, PLATFORMS
 from factory.record_store import LocalRecordStore
 from factory.records import CompatibilityRecord
+from factory_assets.run_pool import untagged_runs
 
 POOL_TAG = "factory/pool"
 # Dagster's run-retry daemon tags each retry with its attempt number (1, 2, ...).
@@ -97,8 +101,16 @@ def pool_queue(
     only figure whose cost grows with load, and only with recent load.
     """
     tags = {POOL_TAG: pool}
+
+    def untagged(statuses, **filters) -> list[dg.RunRecord]:
+        return [r for r, c in untagged_runs(instance, statuses, **filters) if c.pool == pool]
+
+    queued_untagged = untagged(QUEUED)
     queued = instance.get_runs_count(dg.RunsFilter(statuses=QUEUED, tags=tags))
     oldest_age = None
+    if queued_untagged:
+        first = min(_aware(r.create_timestamp) for r in queued_untagged)
+        oldest_age = max(0.0, (now - first).total_seconds())
     if queued:
         oldest = instance.get_run_records(
             dg.RunsFilter(statuses=QUEUED, tags=tags),
@@ -107,14 +119,18 @@ def pool_queue(
             ascending=True,
         )
         if oldest:
-            oldest_age = max(0.0, (now - _aware(oldest[0].create_timestamp)).total_seconds())
+            age = max(0.0, (now - _aware(oldest[0].create_timestamp)).total_seconds())
+            oldest_age = max(age, oldest_age or 0.0)
+    queued += len(queued_untagged)
     in_progress = instance.get_runs_count(dg.RunsFilter(statuses=IN_PROGRESS, tags=tags))
+    in_progress += len(untagged(IN_PROGRESS))
 
     since = now - THROUGHPUT_WINDOW
     finished = 0
-    for record in instance.get_run_records(
-        dg.RunsFilter(statuses=FINISHED, tags=tags, updated_after=since)
-    ):
+    for record in [
+        *instance.get_run_records(dg.RunsFilter(statuses=FINISHED, tags=tags, updated_after=since)),
+        *untagged(FINISHED, updated_after=since),
+    ]:
         ended = (
             datetime.fromtimestamp(record.end_time, UTC)
             if record.end_time is not None
@@ -134,6 +150,13 @@ def pool_queue(
         retries = instance.get_runs_count(
             dg.RunsFilter(
                 tags={**tags, RETRY_TAG: sorted(retry_values)},
+                created_after=now - RETRY_WINDOW,
+            )
+        )
+        retries += len(
+            untagged(
+                (*QUEUED, *IN_PROGRESS, *FINISHED),
+                tags={RETRY_TAG: sorted(retry_values)},
                 created_after=now - RETRY_WINDOW,
             )
         )

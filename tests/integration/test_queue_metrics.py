@@ -24,10 +24,12 @@ from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
 
 from factory.record_store import LocalRecordStore
 from factory_assets.queue_metrics import format_status, pool_queue, status_report
+from factory_assets.run_pool import IMPLICIT_JOBS
 
 pytestmark = pytest.mark.integration
 
 JOB = "build_linux_amd64"
+IMPLICIT_ASSET_JOB, EPHEMERAL = IMPLICIT_JOBS
 NOW = datetime.now(UTC).replace(microsecond=0)
 ORIGIN = RemoteJobOrigin(
     repository_origin=RemoteRepositoryOrigin(
@@ -153,3 +155,42 @@ def test_status_report_on_an_empty_instance_is_all_zero(instance, tmp_path):
         (q["queued"], q["in_progress"], q["finished_last_hour"], q["dead_letters"]) == (0, 0, 0, 0)
         for q in report["queues"].values()
     )
+
+
+def add_asset_run(instance, status, keys, *, job=IMPLICIT_ASSET_JOB, partition="m1", ago_s=0.0):
+    """A run as the UI's asset graph, an asset backfill or `dagster asset materialize` makes it:
+    an implicit asset job, an asset selection, a partition tag, no factory tags."""
+    run = dg.DagsterRun(
+        job_name=job,
+        status=status,
+        tags={"dagster/partition": partition} if partition else {},
+        asset_selection=frozenset(dg.AssetKey(k.split("/")) for k in keys),
+        remote_job_origin=ORIGIN._replace(job_name=job),
+    )
+    return instance.run_storage.add_historical_run(run, NOW - timedelta(seconds=ago_s))
+
+
+def test_runs_without_factory_tags_count_in_the_pool_of_their_assets(instance, tmp_path):
+    arm64_chain = [f"linux_arm64/{n}" for n in ("dockerfile", "image", "compatibility_record")]
+    add_asset_run(instance, dg.DagsterRunStatus.QUEUED, arm64_chain, ago_s=300)
+    add_asset_run(instance, dg.DagsterRunStatus.QUEUED, arm64_chain, ago_s=20)
+    add_run(instance, dg.DagsterRunStatus.QUEUED, pool="arm64", created_ago_s=100)
+    add_asset_run(instance, dg.DagsterRunStatus.STARTED, ["linux_amd64_gpu/image"])
+    done = add_asset_run(
+        instance, dg.DagsterRunStatus.NOT_STARTED, ["linux_amd64/sbom"], job=EPHEMERAL, ago_s=90
+    )
+    report_event(instance, done, DagsterEventType.RUN_START, ago_s=80)
+    report_event(instance, done, DagsterEventType.RUN_SUCCESS, ago_s=60)
+    # Unpartitioned asset runs that build nothing (the matrix) belong to no pool.
+    add_asset_run(
+        instance, dg.DagsterRunStatus.QUEUED, ["compatibility_matrix"], partition=None, ago_s=999
+    )
+
+    report = status_report(instance, [], tmp_path, now=NOW)
+    queues = report["queues"]
+    assert (queues["arm64"]["queued"], queues["arm64"]["oldest_queued_s"]) == (3, 300.0)
+    assert (queues["gpu"]["in_progress"], queues["gpu"]["queued"]) == (1, 0)
+    assert (queues["amd64"]["finished_last_hour"], queues["amd64"]["queued"]) == (1, 0)
+    assert sorted(queues) == ["amd64", "arm64", "gpu"]
+    assert format_status(report).splitlines()[2].split()[:3] == ["amd64", "0", "-"]
+    assert format_status(report).splitlines()[3].split()[:3] == ["arm64", "3", "5m00s"]
