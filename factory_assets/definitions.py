@@ -4,6 +4,7 @@ import dagster as dg
 
 from factory.platforms import PLATFORMS
 from factory.settings import Settings
+from factory_assets.automation import results_automation_sensor
 from factory_assets.executor import executor_for_environment
 from factory_assets.inputs import INPUT_SOURCES
 from factory_assets.jobs import BUILD_JOBS, MATRIX_JOB
@@ -27,7 +28,12 @@ defs = dg.Definitions(
         multiarch_index,
     ],
     jobs=[*BUILD_JOBS, MATRIX_JOB, retention_job, prewarm_job],
-    sensors=[manifest_change_sensor, base_digest_sensor, dead_letter_sensor],
+    sensors=[
+        manifest_change_sensor,
+        base_digest_sensor,
+        dead_letter_sensor,
+        results_automation_sensor,
+    ],
     schedules=[*NIGHTLY_SCHEDULES, retention_schedule, prewarm_schedule],
     # Local: Dagster's multiprocess executor; FACTORY_EXECUTOR=k8s: one pod per step.
     executor=executor_for_environment(),

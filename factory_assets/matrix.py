@@ -13,6 +13,7 @@ from factory.planning import RecordIndex, plan_store
 from factory.platforms import PLATFORMS
 from factory.records_index import finished_after
 from factory.store import LoadedStore
+from factory_assets.automation import RESULTS_CONDITION
 from factory_assets.queue_metrics import queue_metadata, status_report
 from resources import DockerBuilder, ManifestStore, RecordStore
 
@@ -51,6 +52,8 @@ def current_plan(
     kinds={"pandas"},
     deps=RECORD_DEPS,
     description="Manifest x platform status from the newest compatibility records.",
+    # Follows new records whatever launched them (factory_assets/automation.py).
+    automation_condition=RESULTS_CONDITION,
 )
 def compatibility_matrix(
     context: dg.AssetExecutionContext,

@@ -4,6 +4,7 @@ import dagster as dg
 
 from factory.errors import FactoryError
 from factory.publish import publish, publish_plan
+from factory_assets.automation import RESULTS_CONDITION
 from factory_assets.matrix import RECORD_DEPS, current_plan
 from resources import DockerBuilder, ManifestStore, RecordStore, Registry
 
@@ -16,6 +17,7 @@ from resources import DockerBuilder, ManifestStore, RecordStore, Registry
     description="Publishes `factory/<manifest>:release-<hash>` and `:latest` multi-arch indexes "
     "for manifests whose every platform passed for the same inputs; partial ones are shown, "
     "never published.",
+    automation_condition=RESULTS_CONDITION,
 )
 def multiarch_index(
     context: dg.AssetExecutionContext,

@@ -1,0 +1,46 @@
+"""Numbers read from environment variables, checked: a bad value is an error naming the variable.
+
+No Dagster import: the CLI, the code location and the alert settings share these readers.
+"""
+
+import math
+import os
+
+from factory.settings import SettingsError
+
+
+def _shown(raw: str) -> str:
+    from factory.safe_json import printable
+
+    return printable(raw, limit=200)
+
+
+def env_float(name: str, default: float, *, low: float, high: float, what: str) -> float:
+    """`name` as a float in [low, high]; unset or blank gives `default`."""
+    raw = os.environ.get(name, "")
+    if not raw.strip():
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not (low <= value <= high):  # NaN fails every comparison
+        msg = f"{name}={_shown(raw)} is not {what} in [{low:g}, {high:g}]"
+        raise SettingsError(msg)
+    return value
+
+
+def env_int(name: str, default: int, *, low: int, high: int, what: str) -> int:
+    """`name` as an integer in [low, high]; unset or blank gives `default`."""
+    raw = os.environ.get(name, "")
+    if not raw.strip():
+        return default
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        msg = f"{name}={_shown(raw)} is not {what} (an integer in [{low}, {high}])"
+        raise SettingsError(msg) from None
+    if not (low <= value <= high):
+        msg = f"{name}={_shown(raw)} is not {what} in [{low}, {high}]"
+        raise SettingsError(msg)
+    return value
