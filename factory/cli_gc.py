@@ -66,6 +66,7 @@ def gc_command(
     (images of containers are never removed).
     """
     from factory.cli_engine_gc import add_stack_gc
+    from factory.gc_records import IndexedRecords
     from factory.registry import RegistryClient
     from factory.retention import apply_gc, collect_garbage, local_registry_config, plan_gc
     from factory.stores import open_record_store
@@ -91,8 +92,9 @@ def gc_command(
             click.echo(json.dumps(asdict(outcome), indent=2) if as_json else outcome.detail)
             return
         client = RegistryClient(settings.registry)
+        index = open_record_store(settings).index
         plan = plan_gc(
-            open_record_store(settings).records(),
+            IndexedRecords(index),
             client,
             keep=keep,
             evidence_days=evidence_days,
@@ -106,6 +108,7 @@ def gc_command(
                 client,
                 settings.data_dir,
                 registry_config=config if collect else None,
+                records_index=index,
             )
     except FactoryError as exc:
         raise click.ClickException(str(exc)) from None

@@ -45,7 +45,7 @@ from factory.errors import FactoryError
 from factory.record_store import LocalRecordStore, RecordStore, SkipReport, warn
 from factory.records import CompatibilityRecord
 
-SCHEMA_VERSION = "2"
+SCHEMA_VERSION = "3"
 URL_ENV = "FACTORY_RECORDS_INDEX_URL"
 SQLITE_NAME = "records-index.sqlite"
 # A pending row this old without its record belongs to a build that died before recording.
@@ -145,6 +145,8 @@ def _tables():
         sa.Column("image_tag", sa.String(160)),
         # 0 once gc removed the record's evidence, SBOM and provenance files.
         sa.Column("evidence_present", sa.Integer, nullable=False, server_default="1"),
+        # 1 when the record's image was moved to quarantine (factory/quarantine.py).
+        sa.Column("quarantined", sa.Integer, nullable=False, server_default="0"),
         sa.Column("indexed_at", sa.Float, nullable=False),
         sa.Index("factory_records_combination", "manifest_id", "platform", "finished_at"),
         sa.Index("factory_records_build_key", "build_key"),
@@ -224,6 +226,7 @@ def _summary(record: CompatibilityRecord) -> dict:
         if image is None
         else [image.ref, image.digest, image.size_bytes, image.layers, image.rebuilt],
         "e": sorted(k for k, v in record.evidence.items() if v is not None),
+        "q": record.quarantine.ref if record.quarantine else None,
     }
 
 
@@ -231,7 +234,7 @@ def _light(row) -> CompatibilityRecord:
     """A record rebuilt from index columns without validation (they were validated when indexed):
     ids, keys, status, times, image, cache, timings and which evidence exists; no inputs, tests
     or error detail."""
-    from factory.records import CacheInfo, EvidenceRef, ImageInfo
+    from factory.records import CacheInfo, EvidenceRef, ImageInfo, QuarantineInfo
 
     summary = json.loads(row.summary_json)
     image = summary["i"]
@@ -255,6 +258,9 @@ def _light(row) -> CompatibilityRecord:
             ref=image[0], digest=image[1], size_bytes=image[2], layers=image[3], rebuilt=image[4]
         ),
         evidence={k: EvidenceRef.model_construct(uri="", sha256="") for k in summary["e"]},
+        quarantine=QuarantineInfo.model_construct(ref=summary["q"], error=None)
+        if summary.get("q")
+        else None,
     )
 
 
@@ -282,6 +288,7 @@ def _row(record: CompatibilityRecord, uri: str, now: float) -> dict:
         "record_json": json.dumps(record.model_dump(mode="json"), sort_keys=True),
         "summary_json": json.dumps(_summary(record)),
         "image_tag": _image_tag(record),
+        "quarantined": int(bool(record.quarantine and record.quarantine.ref)),
         "indexed_at": now,
     }
 
@@ -818,6 +825,7 @@ class RecordsIndex:
         image_tags: Iterable[str] | None = None,
         image_digests: Iterable[str] | None = None,
         evidence_present: bool | None = None,
+        quarantined: bool | None = None,
     ) -> list[CompatibilityRecord]:
         """Light records (`_light`: no inputs, tests or error detail) matching every filter,
         oldest first: what build figures and gc read, at a fraction of the cost."""
@@ -829,6 +837,8 @@ class RecordsIndex:
             conditions.append(r.c.image_digest.in_(sorted(set(image_digests))))
         if evidence_present is not None:
             conditions.append(r.c.evidence_present == int(evidence_present))
+        if quarantined is not None:
+            conditions.append(r.c.quarantined == int(quarantined))
         columns = [
             r.c.build_id,
             r.c.manifest_id,

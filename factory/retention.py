@@ -43,9 +43,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from factory.errors import FactoryError, InvalidNameError, RegistryError, ServiceError
+from factory.gc_records import IndexedRecords, RecordList
 from factory.metrics import parse_time
 from factory.platforms import BY_NAME, BY_SLUG
-from factory.record_store import MANIFEST_ID, LocalRecordStore, record_problem
+from factory.record_store import MANIFEST_ID, LocalRecordStore
 from factory.records import CompatibilityRecord
 from factory.registry import INDEX_TYPES, RegistryClient, is_digest, is_tag, parse_index
 from factory.safe_json import printable
@@ -215,6 +216,18 @@ def _read_repository(registry_client, repository: str) -> _Repository:
     return found
 
 
+def _repositories(registry_client) -> set[str] | None:
+    """The registry's repositories in one listing, or None when it cannot list them (then each
+    manifest's repository is asked for its tags, as registries without `/v2/_catalog` need)."""
+    catalog = getattr(registry_client, "catalog", None)
+    if catalog is None:
+        return None
+    try:
+        return set(catalog())
+    except FactoryError:  # not offered, refused, or down: the per-repository path says which
+        return None
+
+
 def _digest(value: object, where: str) -> str:
     if not is_digest(value):
         msg = f"{where}: the registry named {printable(value, limit=80)!r}, which is not a digest"
@@ -223,7 +236,7 @@ def _digest(value: object, where: str) -> str:
 
 
 def plan_gc(
-    records: Iterable[CompatibilityRecord],
+    records: "Iterable[CompatibilityRecord] | IndexedRecords",
     registry_client,
     *,
     keep: int = DEFAULT_KEEP,
@@ -232,6 +245,9 @@ def plan_gc(
     data_dir: Path | None = None,
 ) -> GcPlan:
     """Decide what to remove (see the module docstring); the registry is only read.
+
+    `records` is every record, or `factory.gc_records.IndexedRecords`, which reads from the
+    records index only the records the registry's tags and the evidence cutoff make relevant.
 
     `registry_client` needs `list_tags`, `head_digest` and `get_manifest`, as `RegistryClient`
     has. With `data_dir`, only evidence files that still exist there are listed, so a dry run
@@ -246,20 +262,17 @@ def plan_gc(
         raise ValueError(msg)
     now = now or datetime.now(UTC)
     plan = GcPlan(keep=keep, evidence_days=evidence_days, now=now)
-    by_manifest: dict[str, list[CompatibilityRecord]] = {}
-    for record in records:
-        problem = record_problem(record)
-        if problem:
-            plan.warnings.append(
-                f"record {printable(record.build_id, limit=80)} left out: {problem}; "
-                "its images and files are kept"
-            )
-            continue
-        by_manifest.setdefault(record.manifest_id, []).append(record)
+    source = records if hasattr(records, "for_images") else RecordList(records)
+    plan.warnings.extend(source.warnings)
 
+    manifests = source.manifests()
+    present = _repositories(registry_client) if manifests else None
     published: dict[str, set[str] | None] = {}  # manifest -> pinned digests; None = unknown
-    for manifest_id in sorted(by_manifest):
+    for manifest_id in manifests:
         repository = repository_of(manifest_id)
+        if present is not None and repository not in present:
+            published[manifest_id] = set()  # no repository: no tag to delete, nothing pinned
+            continue
         try:
             found = _read_repository(registry_client, repository)
         except (RegistryError, InvalidNameError) as exc:
@@ -267,22 +280,23 @@ def plan_gc(
             published[manifest_id] = None
             continue
         published[manifest_id] = set(found.published)
-        _plan_images(plan, manifest_id, repository, by_manifest[manifest_id], found)
+        plan.releases.extend(source.released(manifest_id, set(found.published)))
+        if found.build_tags:
+            named = source.for_images(manifest_id, set(found.build_tags), set(found.published))
+            _plan_images(plan, manifest_id, repository, named, found)
     # Quarantined images of failing records: the newest `keep` per combination stay.
     from factory.quarantine import plan_quarantine_gc  # it imports this module
 
-    plan_quarantine_gc(plan, by_manifest, registry_client)
+    plan_quarantine_gc(plan, source.quarantined(), registry_client)
 
     store = LocalRecordStore(data_dir) if data_dir is not None else None
     cutoff = now - timedelta(days=evidence_days)
-    for manifest_id in sorted(by_manifest):
-        pinned = published[manifest_id]
-        current = _newest_per_platform(by_manifest[manifest_id])
-        for record in sorted(by_manifest[manifest_id], key=_order):
+    for manifest_id, candidates in source.for_evidence(cutoff).items():
+        pinned = published.get(manifest_id)
+        current = _newest_per_platform(candidates)
+        for record in sorted(candidates, key=_order):
             digest = record.image.digest if record.image else None
             if pinned is None or (digest is not None and digest in pinned):
-                if digest is not None and pinned is not None:
-                    plan.releases.append(record.build_id)
                 continue
             # The matrix links to each combination's newest record: its evidence stays.
             if parse_time(record.finished_at) >= cutoff or current[record.platform] is record:
@@ -410,6 +424,7 @@ def apply_gc(
     data_dir: Path,
     *,
     registry_config: Path | None = None,
+    records_index=None,
 ) -> GcResult:
     """Delete the plan's manifests by digest, remove its files, then collect the registry's blobs.
 
@@ -430,6 +445,9 @@ def apply_gc(
             continue
         removed += 1
         freed += size
+    if records_index is not None and plan.files:
+        # Later plans need not look at these records again (factory.gc_records).
+        records_index.mark_evidence_removed(item.build_id for item in plan.files)
     collect = collect_garbage(registry_config) if registry_config is not None else None
     return GcResult(
         manifests_deleted=len(plan.deletions),

@@ -15,6 +15,7 @@ from pathlib import Path
 import dagster as dg
 
 from factory.engine_prune import apply_engine_prune, plan_engine_prune
+from factory.gc_records import IndexedRecords
 from factory.retention import (
     DEFAULT_EVIDENCE_DAYS,
     DEFAULT_KEEP,
@@ -58,8 +59,9 @@ def retention_gc(
 ) -> dict:
     data_dir = Path(record_store.data_dir)
     client = registry.client()
+    index = record_store.open().index
     plan = plan_gc(
-        record_store.open().records(),
+        IndexedRecords(index),
         client,
         keep=config.keep,
         evidence_days=config.evidence_days,
@@ -81,6 +83,7 @@ def retention_gc(
             client,
             data_dir,
             registry_config=registry_config if config.collect else None,
+            records_index=index,
         )
         summary.update(result.summary())
         if result.collect is not None:

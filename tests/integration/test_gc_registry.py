@@ -140,7 +140,7 @@ def test_gc_dry_run_then_keep_two_on_the_shared_registry(services, docker_env, t
 
         dry = runner.invoke(gc_command, ["--dry-run", "--keep", "2", "--json"], env=env)
         assert dry.exit_code == 0, dry.output
-        plan = json.loads(dry.output)["plan"]
+        plan = json.loads(dry.stdout)["plan"]
         assert [(d["tags"], d["digest"]) for d in plan["deletions"]] == [
             ([tag], digest) for tag, digest in oldest
         ]
@@ -167,7 +167,7 @@ def test_gc_dry_run_then_keep_two_on_the_shared_registry(services, docker_env, t
         assert [b for b in build_ids if store.get("evidence", b) is not None] == build_ids[3:]
 
         again = runner.invoke(gc_command, ["--keep", "2", "--json"], env=env)
-        assert json.loads(again.output)["plan"]["summary"]["manifests"] == 0
+        assert json.loads(again.stdout)["plan"]["summary"]["manifests"] == 0
     finally:
         delete_repository(client, repository)
         delete_repository(client, f"{repository}-cache")

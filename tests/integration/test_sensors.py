@@ -65,7 +65,7 @@ def plan_json(store_path, data_dir):
         main, ["plan", "--json", "--manifest-store", str(store_path)], env=env
     )
     assert result.exit_code == 0, result.output
-    return json.loads(result.output)
+    return json.loads(result.stdout)
 
 
 def combos(requests):
