@@ -269,6 +269,15 @@ def build_image(
     return state
 
 
+def suite_environment(manifest_id: str, platform: Platform) -> dict[str, str]:
+    """What a test suite sees; GPU platforms also get FACTORY_GPU=1 (and every GPU)."""
+    return {
+        "FACTORY_MANIFEST_ID": manifest_id,
+        "FACTORY_PLATFORM": platform.name,
+        **({"FACTORY_GPU": "1"} if platform.gpu else {}),
+    }
+
+
 def run_tests(state: BuildState, services: Services) -> BuildState:
     """Run every suite; a failing or timed-out suite makes the combination `fail`."""
     state = dataclasses.replace(state, logs=list(state.logs), timings_s=dict(state.timings_s))
@@ -289,11 +298,7 @@ def run_tests(state: BuildState, services: Services) -> BuildState:
                 script_path=script,
                 timeout_s=state.suite_timeouts[suite],
                 read_only_root=state.suite_read_only.get(suite, True),
-                environment={
-                    "FACTORY_MANIFEST_ID": state.manifest_id,
-                    "FACTORY_PLATFORM": state.platform,
-                    **({"FACTORY_GPU": "1"} if platform.gpu else {}),
-                },
+                environment=suite_environment(state.manifest_id, platform),
                 gpu=platform.gpu,
             )
             results.append(run)
