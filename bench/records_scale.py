@@ -36,7 +36,8 @@ from factory.records import (
     ImageInfo,
     SuiteResult,
 )
-from factory.settings import PROJECT_ROOT
+from factory.services import docker_host
+from factory.settings import PROJECT_ROOT, Settings
 from factory.store import load_store
 
 BIN = Path(sys.executable).parent
@@ -72,7 +73,7 @@ def write_history(store_path: Path, data: Path, total: int) -> tuple[int, int]:
     store = load_store(store_path)
     digests = resolve_base_digests(store, store.combinations())
     items = [i for i in plan(store, digests, RecordIndex(), gpu_available=True)]
-    per_combination = max(1, total // len(items))
+    per_combination = max(1, -(-total // len(items)))  # at least `total` records
     records = LocalRecordStore(data)
     now = datetime.now(UTC)
     written = 0
@@ -150,6 +151,8 @@ def run_size(total: int, work: Path) -> dict:
     }
     env = {
         **os.environ,
+        # The project's own engine: the bench's data dir has none.
+        "DOCKER_HOST": docker_host(Settings.from_env()),
         "FACTORY_DATA_DIR": str(data),
         "DAGSTER_HOME": str(home),
         "FACTORY_MANIFEST_STORE": str(store_path),
@@ -187,11 +190,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--large", action="store_true", help="Also 100,000 records, and ratios.")
     parser.add_argument("--records", type=int, default=20_000, help="The first size.")
+    parser.add_argument("--work", type=Path, help="Keep the stores and data here (for profiling).")
     args = parser.parse_args()
     sizes = [args.records, 100_000] if args.large else [args.records]
     results = []
     with tempfile.TemporaryDirectory(prefix="factory-records-scale-") as tmp:
-        (Path(tmp) / "dagster").mkdir()
+        if args.work:
+            args.work.mkdir(parents=True, exist_ok=True)
+            tmp = str(args.work)
         for size in sizes:
             figures = run_size(size, Path(tmp))
             results.append(figures)

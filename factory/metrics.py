@@ -178,8 +178,12 @@ def aggregate(
 ) -> dict[str, GroupMetrics]:
     """Aggregates per pool or per platform over the records that finished within the window."""
     now = now or datetime.now(UTC)
+    return _grouped(in_window(records, now=now, window=window), by)
+
+
+def _grouped(selected: list[BuildMetrics], by: GroupBy) -> dict[str, GroupMetrics]:
     groups: dict[str, list[BuildMetrics]] = {}
-    for metrics in in_window(records, now=now, window=window):
+    for metrics in selected:
         groups.setdefault(getattr(metrics, by), []).append(metrics)
     return {name: aggregate_group(name, groups[name]) for name in sorted(groups)}
 
@@ -192,14 +196,9 @@ def build_report(
 ) -> dict:
     """The build half of `factory status`: aggregates by pool and by platform, JSON-ready."""
     now = now or datetime.now(UTC)
-    records = list(records)
+    selected = in_window(records, now=now, window=window)  # once for both groupings
     return {
         "window_s": window.total_seconds() if window is not None else None,
-        "by_pool": {
-            k: v.as_dict() for k, v in aggregate(records, by="pool", now=now, window=window).items()
-        },
-        "by_platform": {
-            k: v.as_dict()
-            for k, v in aggregate(records, by="platform", now=now, window=window).items()
-        },
+        "by_pool": {k: v.as_dict() for k, v in _grouped(selected, "pool").items()},
+        "by_platform": {k: v.as_dict() for k, v in _grouped(selected, "platform").items()},
     }
