@@ -8,6 +8,7 @@ No Dagster import.
 """
 
 import json
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -20,6 +21,8 @@ from factory.registry import RegistryClient
 
 # record.evidence key -> RecordStore kind of the documents that are signed and attached.
 ATTESTED_KINDS = ("sbom", "provenance")
+
+log = logging.getLogger(__name__)
 
 
 def seal_image(
@@ -36,22 +39,29 @@ def seal_image(
     if not image_digest:
         return None, None
     if status != "pass":
-        return None, quarantine_image(image_ref, image_digest, registry_client=registry_client)
+        quarantine = quarantine_image(image_ref, image_digest, registry_client=registry_client)
+        if quarantine.error:
+            log.warning("build %s: %s", build_id, quarantine.error)
+        return None, quarantine
     if from_quarantine:
         try:
             release(image_ref, image_digest, registry_client=registry_client)
         except (FactoryError, ValueError) as exc:
             msg = f"the image passed but could not leave quarantine for {image_ref}: {exc}"
+            log.warning("build %s: %s", build_id, msg)
             return AttestationInfo(error=msg), None
     documents = {}
     for kind in ATTESTED_KINDS:
         data = records.get(kind, build_id)
         if data is not None:
             documents[kind] = json.loads(data)
-    return attest_build(
+    attestations = attest_build(
         documents,
         image_ref=image_ref,
         image_digest=image_digest,
         build_id=build_id,
         registry_client=registry_client,
-    ), None
+    )
+    if attestations.error:
+        log.warning("build %s: %s", build_id, attestations.error)
+    return attestations, None

@@ -260,3 +260,28 @@ def test_failing_build_is_quarantined_and_retested_from_quarantine(services, tmp
     assert again.quarantine.ref == quarantined and again.quarantine.error is None
     assert client.list_tags(f"factory/{manifest_id}") == []
     assert client.list_tags(f"factory-quarantine/{manifest_id}") == [tag]
+
+
+def test_an_unusable_key_is_the_records_error_and_the_record_is_kept(
+    services, tmp_path, manifest_id, monkeypatch
+):
+    bad = tmp_path / "not-a-key.pem"
+    bad.write_text("-----BEGIN PRIVATE KEY-----\nnot base64 at all\n-----END PRIVATE KEY-----\n")
+    monkeypatch.setenv("FACTORY_SIGNING_KEY", str(bad))
+    store = example_store_copy(tmp_path, {manifest_id: manifest()})
+    result, [record] = materialize(services, store, tmp_path / "data", manifest_id, "linux/amd64")
+    assert result.success and record.status == "pass"
+    assert record.attestations is not None and not record.attestations.items
+    assert (
+        str(bad) in record.attestations.error
+        and "not a PEM private key" in record.attestations.error
+    )
+    # Everything else was recorded; verify says the attestations are missing, and why.
+    report = verify_build(record.build_id, _store(tmp_path))
+    [failed] = report.failed
+    assert failed.name == "attestations" and "not a PEM private key" in failed.detail
+    assert {c.name for c in report.checks if c.ok} >= {
+        "sbom sha256",
+        "provenance sha256",
+        "registry",
+    }
