@@ -12,7 +12,11 @@ records, then the matrix asset). Each side has its own isolated workspace (bench
 engine, measured from the same two states:
 
 - cold: fresh engines, registry namespaces holding only the base;
+- unchanged: the same again with nothing changed. The loop builds (all cached) and tests
+  everything again; `factory run` should plan, find nothing to do and start no run;
 - cached: the same engines and registries again, everything in cache (`factory run --force`).
+
+It also times `factory --help` (the fixed cost of starting the command), median of five.
 
 Each state is measured `--repeat` times (fresh engines and registries for every cold round);
 the ratio is Dagster wall time over shell wall time, medians.
@@ -26,6 +30,7 @@ import shlex
 import shutil
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -38,6 +43,7 @@ from factory.planning import resolve_base_digests
 from factory.render import render_dockerfile
 from factory.store import load_store
 
+FACTORY = Path(sys.executable).parent / "factory"
 RUN_LINE_RE = re.compile(r"^\[\d+/\d+\] .* in ([\d.]+)s\b", re.MULTILINE)
 
 # The same limits as factory.engine.Engine.run_suite.
@@ -140,7 +146,10 @@ def run_dagster(ws: Workspace, host: str, parallel: int, *, force: bool) -> dict
     args = ["run", "--parallel", str(parallel), *(["--force"] if force else [])]
     run = ws.factory(host, *args)
     fresh = [r for r in ws.records() if r.build_id not in before]
+    if not fresh:
+        return {"seconds": round(run.seconds, 2), "records": 0, "per_combination_s": None}
     figures = summarize(ws, fresh)
+    figures["records"] = len(fresh)
     figures["sbom_s_sum"] = round(sum(r.timings_s.get("sbom", 0.0) for r in fresh), 2)
     # `factory run` prints each run's own duration: "[3/7] pass edge_proxy linux/arm64 in 4.2s".
     per_run = [float(m.group(1)) for m in RUN_LINE_RE.finditer(run.output)]
@@ -160,7 +169,7 @@ def one_round(tmp: Path, parallel: int) -> list[dict]:
         jobs_dir = tmp / "shell" / "jobs"
         jobs_dir.mkdir()
         prepare_shell_jobs(shell_ws, jobs_dir)
-        for state, force in (("cold", False), ("cached", True)):
+        for state, force in (("cold", False), ("unchanged", False), ("cached", True)):
             shell = run_shell(shell_ws, shell_host, jobs_dir, parallel)
             dagster = run_dagster(dagster_ws, dagster_host, parallel, force=force)
             row = {
@@ -196,10 +205,23 @@ def main() -> None:
         print(f"round {i + 1}/{args.repeat} done", flush=True)
     summary = {"parallel": args.parallel, "repeat": args.repeat}
     print()
-    for state in ("cold", "cached"):
+    for state in ("cold", "unchanged", "cached"):
         mine = [r for r in rows if r["state"] == state]
         shell = statistics.median(r["shell_s"] for r in mine)
         dagster = statistics.median(r["dagster_s"] for r in mine)
+        if state == "unchanged":
+            records = max(r["dagster"]["records"] for r in mine)
+            summary[state] = {
+                "shell_s": round(shell, 2),
+                "dagster_s": round(dagster, 2),
+                "ratio": round(dagster / shell, 2),
+                "dagster_new_records": records,
+            }
+            print(
+                f"{state:<9} shell loop {shell:6.1f}s   factory run {dagster:6.1f}s   "
+                f"ratio {dagster / shell:.2f}x   ({records} new records; target 3 s, 0 runs)"
+            )
+            continue
         inner = statistics.median(
             r["dagster"]["build_s_sum"] + r["dagster"]["test_s_sum"] + r["dagster"]["sbom_s_sum"]
             for r in mine
@@ -222,6 +244,13 @@ def main() -> None:
             f"{inner:.1f}s summed over combinations)\n"
             f"{'':<7} per combination: shell {shell_each:.2f}s, Dagster run {dagster_each:.2f}s"
         )
+    helps = []
+    for _ in range(5):
+        began = time.monotonic()
+        subprocess.run([str(FACTORY), "--help"], capture_output=True, check=True)
+        helps.append(time.monotonic() - began)
+    summary["help_s"] = round(statistics.median(helps), 3)
+    print(f"factory --help {summary['help_s']:.2f}s (target 0.5 s)")
     summary["total_s"] = round(time.monotonic() - started, 1)
     summary["loadavg_1m_before_after"] = [round(load_before[0], 2), round(os.getloadavg()[0], 2)]
     print(json.dumps({"summary": summary}))

@@ -51,8 +51,11 @@ import dagster as dg
 from resources import DockerBuilder, ManifestStore, RecordStore
 from sensors import manifest_change_sensor
 store, data, home = sys.argv[1:4]
-resources = {"manifest_store": ManifestStore(path=store), "record_store": RecordStore(data_dir=data),
-             "docker_builder": DockerBuilder()}
+resources = {
+    "manifest_store": ManifestStore(path=store),
+    "record_store": RecordStore(data_dir=data),
+    "docker_builder": DockerBuilder(),
+}
 with dg.DagsterInstance.from_config(home) as instance:
     started = time.perf_counter()
     result = manifest_change_sensor(dg.build_sensor_context(instance=instance, resources=resources))
@@ -213,9 +216,8 @@ def main() -> None:
                 flush=True,
             )
     over = [n for n in COMMANDS if (results[0][n] or 0) > TARGET_S]
-    print(
-        f"target {TARGET_S:.0f}s at {results[0]['records']}: {'met' if not over else 'missed by ' + ', '.join(over)}"
-    )
+    verdict = "met" if not over else "missed by " + ", ".join(over)
+    print(f"target {TARGET_S:.0f}s at {results[0]['records']}: {verdict}")
     if len(results) == 2:
         ratios = {
             n: results[1][n] / results[0][n] for n in COMMANDS if results[0][n] and results[1][n]

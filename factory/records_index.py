@@ -37,53 +37,28 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from urllib.parse import quote
 
 from pydantic import ValidationError
 
-from factory.errors import FactoryError
 from factory.record_store import LocalRecordStore, RecordStore, SkipReport, warn
 from factory.records import CompatibilityRecord
+from factory.records_index_schema import (
+    SCHEMA_VERSION,
+    LightRecord,
+    RecordsIndexError,
+    chunks,
+    default_url,
+    engine_for,
+    index_row,
+    light_record,
+    redacted,
+    tables,
+)
 
-SCHEMA_VERSION = "3"
-URL_ENV = "FACTORY_RECORDS_INDEX_URL"
-SQLITE_NAME = "records-index.sqlite"
 # A pending row this old without its record belongs to a build that died before recording.
 PENDING_GIVE_UP_S = 6 * 3600.0
-# Bound parameters per IN (...) query: SQLite allows 32,766, PostgreSQL 65,535.
-IN_CHUNK = 500
-SQLITE_BUSY_TIMEOUT_S = 60
 
 Echo = Callable[[str], None]
-
-
-class RecordsIndexError(FactoryError):
-    """The index database cannot be used (unreachable, refused, corrupt)."""
-
-
-def default_url(data_dir: Path) -> str:
-    """FACTORY_RECORDS_INDEX_URL, else the Dagster PostgreSQL database, else SQLite in data_dir."""
-    explicit = os.environ.get(URL_ENV, "").strip()
-    if explicit:
-        return explicit
-    host = os.environ.get("DAGSTER_PG_HOST", "").strip()
-    if host:
-        user = quote(os.environ.get("DAGSTER_PG_USERNAME", ""), safe="")
-        password = quote(os.environ.get("DAGSTER_PG_PASSWORD", ""), safe="")
-        port = os.environ.get("DAGSTER_PG_PORT", "5432").strip() or "5432"
-        database = quote(os.environ.get("DAGSTER_PG_DB", "dagster").strip() or "dagster", safe="")
-        return f"postgresql+psycopg2://{user}:{password}@{quote(host, safe='')}:{port}/{database}"
-    return f"sqlite:///{Path(data_dir).resolve() / SQLITE_NAME}"
-
-
-def _redacted(url: str) -> str:
-    """The URL as messages show it: no password."""
-    from sqlalchemy.engine import make_url
-
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return url.split(":", 1)[0] + ":…"
 
 
 @dataclass
@@ -118,214 +93,6 @@ class CheckReport:
         return out
 
 
-def _tables():
-    """The four tables; built on first use so that importing this module stays cheap."""
-    import sqlalchemy as sa
-
-    meta = sa.MetaData()
-    records = sa.Table(
-        "factory_records",
-        meta,
-        sa.Column("build_id", sa.String(128), primary_key=True),
-        sa.Column("manifest_id", sa.String(128), nullable=False),
-        sa.Column("platform", sa.String(64), nullable=False),
-        sa.Column("pool", sa.String(64), nullable=False),
-        sa.Column("status", sa.String(8), nullable=False),
-        sa.Column("build_key", sa.String(80), nullable=False),
-        sa.Column("record_key", sa.String(80), nullable=False),
-        sa.Column("finished_at", sa.String(40), nullable=False),
-        sa.Column("image_digest", sa.String(80)),
-        sa.Column("record_uri", sa.Text, nullable=False),
-        sa.Column("worker", sa.String(256)),
-        sa.Column("run_id", sa.String(64)),
-        sa.Column("record_json", sa.Text, nullable=False),
-        # What figures and gc read, so they need not parse whole records (`summaries`).
-        sa.Column("summary_json", sa.Text, nullable=False),
-        # The build tag `<slug>-<12 hex>` the record's image was pushed under (factory.keys).
-        sa.Column("image_tag", sa.String(160)),
-        # 0 once gc removed the record's evidence, SBOM and provenance files.
-        sa.Column("evidence_present", sa.Integer, nullable=False, server_default="1"),
-        # 1 when the record's image was moved to quarantine (factory/quarantine.py).
-        sa.Column("quarantined", sa.Integer, nullable=False, server_default="0"),
-        sa.Column("indexed_at", sa.Float, nullable=False),
-        sa.Index("factory_records_combination", "manifest_id", "platform", "finished_at"),
-        sa.Index("factory_records_build_key", "build_key"),
-        sa.Index("factory_records_finished", "finished_at"),
-        sa.Index("factory_records_run", "run_id"),
-        sa.Index("factory_records_indexed", "indexed_at"),
-        sa.Index("factory_records_image_tag", "manifest_id", "image_tag"),
-        sa.Index("factory_records_digest", "image_digest"),
-    )
-    latest = sa.Table(
-        "factory_records_latest",
-        meta,
-        sa.Column("manifest_id", sa.String(128), primary_key=True),
-        sa.Column("platform", sa.String(64), primary_key=True),
-        sa.Column("build_id", sa.String(128), nullable=False),
-        sa.Column("finished_at", sa.String(40), nullable=False),
-    )
-    pending = sa.Table(
-        "factory_records_pending",
-        meta,
-        sa.Column("build_id", sa.String(128), primary_key=True),
-        sa.Column("since", sa.Float, nullable=False),
-    )
-    info = sa.Table(
-        "factory_records_meta",
-        meta,
-        sa.Column("key", sa.String(64), primary_key=True),
-        sa.Column("value", sa.Text, nullable=False),
-    )
-    return meta, records, latest, pending, info
-
-
-_ENGINES: dict[str, object] = {}
-
-
-def _engine(url: str):
-    """One SQLAlchemy engine per URL and process (WAL and a busy timeout for SQLite)."""
-    engine = _ENGINES.get(url)
-    if engine is not None:
-        return engine
-    import sqlalchemy as sa
-
-    try:
-        if url.startswith("sqlite:"):
-            database = sa.engine.make_url(url).database
-            if database and database != ":memory:":
-                Path(database).parent.mkdir(parents=True, exist_ok=True)
-            engine = sa.create_engine(
-                url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S}, poolclass=sa.pool.NullPool
-            )
-
-            @sa.event.listens_for(engine, "connect")
-            def _pragmas(dbapi_connection, _record):
-                cursor = dbapi_connection.cursor()
-                cursor.execute("PRAGMA journal_mode=WAL")
-                cursor.execute("PRAGMA synchronous=NORMAL")
-                cursor.close()
-        else:
-            engine = sa.create_engine(url, pool_pre_ping=True)
-    except Exception as exc:
-        msg = f"records index {_redacted(url)}: {exc} (check {URL_ENV})"
-        raise RecordsIndexError(msg) from None
-    _ENGINES[url] = engine
-    return engine
-
-
-def _summary(record: CompatibilityRecord) -> dict:
-    timings = dict(record.timings_s)
-    if "test" not in timings and record.tests:
-        # Older records only carry per-suite durations (as factory.metrics reads them).
-        timings["test"] = sum(t.duration_s for t in record.tests)
-    image = record.image
-    return {
-        "t": timings,
-        "c": [record.cache.steps, record.cache.cached],
-        "i": None
-        if image is None
-        else [image.ref, image.digest, image.size_bytes, image.layers, image.rebuilt],
-        "e": sorted(k for k, v in record.evidence.items() if v is not None),
-        "q": record.quarantine.ref if record.quarantine else None,
-    }
-
-
-@dataclass(frozen=True, slots=True)
-class LightImage:
-    ref: str
-    digest: str | None
-    size_bytes: int | None
-    layers: int | None
-    rebuilt: bool
-
-
-@dataclass(frozen=True, slots=True)
-class LightCache:
-    steps: int
-    cached: int
-
-
-@dataclass(frozen=True, slots=True)
-class LightQuarantine:
-    ref: str
-
-
-@dataclass(frozen=True, slots=True)
-class LightRecord:
-    """What build figures (factory.metrics) and gc (factory.retention) read of a record, from
-    index columns that were validated when the record was indexed: ids, keys, status, times,
-    image, cache, timings, which evidence kinds exist, and the quarantine reference. Made in a
-    microsecond, where parsing the whole record takes a hundred."""
-
-    build_id: str
-    manifest_id: str
-    platform: str
-    pool: str
-    status: str
-    build_key: str
-    record_key: str
-    finished_at: str
-    timings_s: dict
-    cache: LightCache
-    image: LightImage | None
-    evidence: dict
-    quarantine: LightQuarantine | None
-    tests: tuple = ()
-
-    @property
-    def started_at(self) -> str:
-        return self.finished_at
-
-
-def _light(row) -> LightRecord:
-    summary = json.loads(row.summary_json)
-    image = summary["i"]
-    return LightRecord(
-        build_id=row.build_id,
-        manifest_id=row.manifest_id,
-        platform=row.platform,
-        pool=row.pool,
-        status=row.status,
-        build_key=row.build_key,
-        record_key=row.record_key,
-        finished_at=row.finished_at,
-        timings_s=summary["t"],
-        cache=LightCache(*summary["c"]),
-        image=None if image is None else LightImage(*image),
-        evidence=dict.fromkeys(summary["e"], True),
-        quarantine=LightQuarantine(summary["q"]) if summary.get("q") else None,
-    )
-
-
-def _image_tag(record: CompatibilityRecord) -> str | None:
-    from factory.platforms import BY_NAME
-
-    platform = BY_NAME.get(record.platform)
-    return f"{platform.slug}-{record.build_key[:12]}" if platform else None
-
-
-def _row(record: CompatibilityRecord, uri: str, now: float) -> dict:
-    return {
-        "build_id": record.build_id,
-        "manifest_id": record.manifest_id,
-        "platform": record.platform,
-        "pool": record.pool,
-        "status": record.status,
-        "build_key": record.build_key,
-        "record_key": record.record_key,
-        "finished_at": record.finished_at,
-        "image_digest": record.image.digest if record.image else None,
-        "record_uri": uri,
-        "worker": record.executor.worker if record.executor else None,
-        "run_id": record.dagster.run_id,
-        "record_json": json.dumps(record.model_dump(mode="json"), sort_keys=True),
-        "summary_json": json.dumps(_summary(record)),
-        "image_tag": _image_tag(record),
-        "quarantined": int(bool(record.quarantine and record.quarantine.ref)),
-        "indexed_at": now,
-    }
-
-
 def finished_after(window: timedelta) -> str | None:
     """The `finished_at` lower bound of a window ending now, for `select` (None: no bound).
 
@@ -338,11 +105,6 @@ def finished_after(window: timedelta) -> str | None:
     return (now - window - timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def _chunks(values: list, size: int = IN_CHUNK) -> Iterable[list]:
-    for start in range(0, len(values), size):
-        yield values[start : start + size]
-
-
 class RecordsIndex:
     """The index of one record store; see the module docstring."""
 
@@ -350,11 +112,11 @@ class RecordsIndex:
         self.url = url
         self.store = store
         self._checked = False
-        self._meta, self._records, self._latest, self._pending, self._info = _tables()
+        self._meta, self._records, self._latest, self._pending, self._info = tables()
 
     @property
     def shown_url(self) -> str:
-        return _redacted(self.url)
+        return redacted(self.url)
 
     # -- plumbing -------------------------------------------------------------------------------
 
@@ -362,7 +124,7 @@ class RecordsIndex:
         return self._engine().begin()
 
     def _engine(self):
-        return _engine(self.url)
+        return engine_for(self.url)
 
     def _sql(self, what: str, fn):
         """Run fn(connection) in one transaction; database trouble becomes an RecordsIndexError."""
@@ -373,7 +135,7 @@ class RecordsIndex:
                 return fn(conn)
         except sa_exc.SQLAlchemyError as exc:
             detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:300]
-            msg = f"records index {_redacted(self.url)}: cannot {what}: {detail}"
+            msg = f"records index {redacted(self.url)}: cannot {what}: {detail}"
             raise RecordsIndexError(msg) from None
 
     def _insert(self, table):
@@ -465,7 +227,7 @@ class RecordsIndex:
         import sqlalchemy as sa
 
         def go(conn):
-            self._add_rows(conn, [_row(record, uri, time.time())])
+            self._add_rows(conn, [index_row(record, uri, time.time())])
             conn.execute(
                 sa.delete(self._pending).where(self._pending.c.build_id == record.build_id)
             )
@@ -507,7 +269,7 @@ class RecordsIndex:
                 self._sql("drop old tables", lambda conn: self._meta.drop_all(conn))
             counts = self.reindex()
             echo(
-                f"records index {_redacted(self.url)} was {why}; built it from {location}: "
+                f"records index {redacted(self.url)} was {why}; built it from {location}: "
                 f"{counts['records']} records indexed"
             )
             self._checked = True
@@ -539,7 +301,7 @@ class RecordsIndex:
         for build_id, since in pending:
             record = self.store.read_record(build_id, report)
             if record is not None:
-                found.append(_row(record, self.store.uri("record", build_id), time.time()))
+                found.append(index_row(record, self.store.uri("record", build_id), time.time()))
             elif time.time() - since > PENDING_GIVE_UP_S:
                 dropped.append(build_id)
         report.done()
@@ -547,7 +309,7 @@ class RecordsIndex:
         def go(conn):
             self._add_rows(conn, found)
             done = [r["build_id"] for r in found] + dropped
-            for chunk in _chunks(done):
+            for chunk in chunks(done):
                 conn.execute(sa.delete(self._pending).where(self._pending.c.build_id.in_(chunk)))
 
         self._sql("index pending records", go)
@@ -575,14 +337,14 @@ class RecordsIndex:
         for build_id in sorted(listed - indexed):
             record = self.store.read_record(build_id, report)
             if record is not None:
-                rows.append(_row(record, self.store.uri("record", build_id), time.time()))
+                rows.append(index_row(record, self.store.uri("record", build_id), time.time()))
         report.done()
         gone = sorted(indexed - listed)
 
         def go(conn):
-            for chunk in _chunks(rows):
+            for chunk in chunks(rows):
                 self._add_rows(conn, chunk)
-            for chunk in _chunks(gone):
+            for chunk in chunks(gone):
                 # Only rows indexed before this listing: a record written since keeps its row.
                 conn.execute(
                     sa.delete(self._records).where(
@@ -639,17 +401,17 @@ class RecordsIndex:
         for n, build_id in enumerate(ids, 1):
             record = self.store.read_record(build_id, report)
             if record is not None:
-                rows.append(_row(record, self.store.uri("record", build_id), time.time()))
+                rows.append(index_row(record, self.store.uri("record", build_id), time.time()))
             if echo and n % 10_000 == 0:
                 echo(f"  read {n}/{len(ids)} records")
         report.done()
         listed = set(ids)
 
         def go(conn):
-            for chunk in _chunks(rows):
+            for chunk in chunks(rows):
                 self._add_rows(conn, chunk)
             stale = [i for i in self._indexed_ids(conn) if i not in listed]
-            for chunk in _chunks(stale):
+            for chunk in chunks(stale):
                 conn.execute(
                     sa.delete(self._records).where(
                         self._records.c.build_id.in_(chunk), self._records.c.indexed_at < started
@@ -759,7 +521,7 @@ class RecordsIndex:
 
         def go(conn):
             found = set()
-            for chunk in _chunks(keys):
+            for chunk in chunks(keys):
                 query = (
                     sa.select(r.c.build_key)
                     .where(r.c.build_key.in_(chunk), r.c.image_digest.is_not(None))
@@ -779,7 +541,7 @@ class RecordsIndex:
 
         def go(conn):
             counts: dict[tuple[str, str], int] = {}
-            for chunk in _chunks(sorted(wanted)):
+            for chunk in chunks(sorted(wanted)):
                 query = (
                     sa.select(r.c.manifest_id, r.c.platform, r.c.record_key, sa.func.count())
                     .where(r.c.record_key.in_(chunk), r.c.status != "pass")
@@ -883,7 +645,7 @@ class RecordsIndex:
             r.c.finished_at,
             r.c.summary_json,
         ]
-        return [_light(row) for row in self._rows(columns, conditions, None)]
+        return [light_record(row) for row in self._rows(columns, conditions, None)]
 
     def newest_summaries(self, manifest_ids: Iterable[str] | None = None) -> list[LightRecord]:
         """The newest record of every combination (of these manifests), light."""
@@ -905,7 +667,7 @@ class RecordsIndex:
         if manifest_ids is not None:
             query = query.where(r.c.manifest_id.in_(sorted(set(manifest_ids))))
         rows = self._sql("read the newest records", lambda conn: list(conn.execute(query)))
-        return [_light(row) for row in rows]
+        return [light_record(row) for row in rows]
 
     def manifest_ids(self) -> list[str]:
         """Every manifest that has a record (one row per combination is read)."""
@@ -922,7 +684,7 @@ class RecordsIndex:
         ids = sorted(set(build_ids))
 
         def go(conn):
-            for chunk in _chunks(ids):
+            for chunk in chunks(ids):
                 conn.execute(
                     sa.update(self._records)
                     .where(self._records.c.build_id.in_(chunk))

@@ -5,7 +5,8 @@ import itertools
 import pytest
 
 from factory.record_store import LocalRecordStore
-from factory.records_index import URL_ENV, default_url, open_index
+from factory.records_index import open_index
+from factory.records_index_schema import URL_ENV, default_url
 from tests.records_index_contract import RecordsIndexContract, record_at
 
 pytestmark = pytest.mark.integration

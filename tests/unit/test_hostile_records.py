@@ -17,7 +17,7 @@ from click.testing import CliRunner
 
 from factory.cli import main
 from factory.record_store import LocalRecordStore
-from factory.records_index import SQLITE_NAME
+from factory.records_index_schema import SQLITE_NAME
 from tests.unit.test_records import make_record
 
 REPO = Path(__file__).resolve().parents[2]
