@@ -32,7 +32,7 @@ def default_url(data_dir: Path) -> str:
     """FACTORY_RECORDS_INDEX_URL, else the Dagster PostgreSQL database, else SQLite in data_dir."""
     explicit = os.environ.get(URL_ENV, "").strip()
     if explicit:
-        return explicit
+        return _with_dagster_password(explicit)
     host = os.environ.get("DAGSTER_PG_HOST", "").strip()
     if host:
         user = quote(os.environ.get("DAGSTER_PG_USERNAME", ""), safe="")
@@ -41,6 +41,21 @@ def default_url(data_dir: Path) -> str:
         database = quote(os.environ.get("DAGSTER_PG_DB", "dagster").strip() or "dagster", safe="")
         return f"postgresql+psycopg2://{user}:{password}@{quote(host, safe='')}:{port}/{database}"
     return f"sqlite:///{Path(data_dir).resolve() / SQLITE_NAME}"
+
+
+def _with_dagster_password(url: str) -> str:
+    """A PostgreSQL URL without a password takes DAGSTER_PG_PASSWORD, so that the URL can live in
+    a ConfigMap while the password stays in the Secret that Dagster's own pods read it from."""
+    from sqlalchemy.engine import make_url
+
+    password = os.environ.get("DAGSTER_PG_PASSWORD", "")
+    try:
+        parsed = make_url(url)
+    except Exception:  # noqa: BLE001 - engine_for reports an unusable URL with its variable
+        return url
+    if parsed.get_backend_name() != "postgresql" or parsed.password or not password:
+        return url
+    return parsed.set(password=password).render_as_string(hide_password=False)
 
 
 def redacted(url: str) -> str:

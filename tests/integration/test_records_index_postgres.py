@@ -45,3 +45,19 @@ def test_dagster_postgres_settings_host_the_index(postgres, tmp_path, monkeypatc
             assert cursor.fetchone() == ("pass", store.uri("record", record.build_id))
     finally:
         conn.close()
+
+
+def test_a_url_without_password_takes_the_dagster_password(postgres, tmp_path, monkeypatch):
+    """As deploy/k8s/factory-settings.yaml sets it: the URL in a ConfigMap, the password in the
+    Secret that Dagster's pods read into DAGSTER_PG_PASSWORD."""
+    monkeypatch.setenv(
+        URL_ENV,
+        f"postgresql+psycopg2://{postgres.user}@{postgres.host}:{postgres.port}/{postgres.database}",
+    )
+    monkeypatch.setenv("DAGSTER_PG_PASSWORD", postgres.password)
+    store = LocalRecordStore(tmp_path / "data")
+    index = open_index(store, tmp_path / "data")
+    index.ensure_current(echo=lambda _: None)
+    assert postgres.password not in index.shown_url
+    store.write_record(record_at(1, manifest="configmap_url"))
+    assert index.latest()[("configmap_url", "linux/amd64")].manifest_id == "configmap_url"
