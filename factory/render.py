@@ -723,7 +723,15 @@ def content_problems(store: LoadedStore) -> list:
     known = _STORES_CHECKED.get(key)
     if known is not None:
         return list(known)
+    from factory.store_check_cache import StoreCheckCache
+
+    disk = StoreCheckCache.for_key(key)
+    if disk.passed():
+        _STORES_CHECKED[key] = []
+        return []
     problems, time_dependent = _content_problems(store)
+    if not problems:
+        disk.record_pass()
     if not time_dependent:
         with _ENV_LOCK:
             if len(_STORES_CHECKED) >= 16:
