@@ -84,3 +84,13 @@ def test_the_third_failure_waits_four_hours(tmp_path):
 def test_retry_failed_and_force_try_at_once(tmp_path, option):
     item = planned(tmp_path, 1, FAILED_AT + timedelta(minutes=1), **{option: True})
     assert item.action == "run" and item.reasons[0] == "last_failed"
+
+
+def test_each_retry_after_a_backoff_is_its_own_sensor_run(tmp_path):
+    """The record key alone would dedupe the retry against the failed run."""
+    from sensors.common import run_request
+
+    first = planned(tmp_path, 1, FAILED_AT + timedelta(hours=1))
+    second = planned(tmp_path / "b", 2, FAILED_AT + timedelta(hours=2))
+    keys = {run_request(first).run_key, run_request(second).run_key}
+    assert keys == {f"{first.record_key}:retry-1", f"{first.record_key}:retry-2"}
