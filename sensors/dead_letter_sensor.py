@@ -20,6 +20,7 @@ from factory import dlq
 from factory.platforms import PLATFORMS, Platform
 from factory.record_store import RecordStore as Store
 from factory.records import CompatibilityRecord
+from factory_assets.alerts import alert_dead_letter
 from factory_assets.jobs import BUILD_JOBS
 from factory_assets.platform_chain import STAGE_OF_ASSET
 from resources import RecordStore
@@ -80,7 +81,9 @@ def _record_of(
         if data is not None:
             return CompatibilityRecord.model_validate_json(data)
     # No failure names a build_id (the worker died, or the step failed outside the chain's error
-    # handling): a record of this run may still exist. Only failed runs pay for this scan.
+    # handling): a record of this run may still exist. The index finds it by run id.
+    if store.index is not None:
+        return store.index.record_of_run(run_id)
     return next((r for r in store.records() if r.dagster.run_id == run_id), None)
 
 
@@ -195,5 +198,6 @@ def dead_letter_sensor(
         context.log.info(f"run {run.run_id} failed with a recorded result; no dead letter")
     elif dlq.write(store, letter):
         context.log.info(f"dead letter {store.uri('dlq', letter.key)}: {letter.error}")
+        alert_dead_letter(letter, store, context.log.warning)
     else:
         context.log.info(f"dead letter {letter.key} was already written")
