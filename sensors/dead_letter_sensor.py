@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 import dagster as dg
 
 from factory import dlq
+from factory.errors import FactoryError
 from factory.platforms import PLATFORMS, Platform
 from factory.record_store import RecordStore as Store
 from factory.records import CompatibilityRecord
@@ -83,7 +84,10 @@ def _record_of(
     # No failure names a build_id (the worker died, or the step failed outside the chain's error
     # handling): a record of this run may still exist. The index finds it by run id.
     if store.index is not None:
-        return store.index.record_of_run(run_id)
+        try:
+            return store.index.record_of_run(run_id)
+        except FactoryError:
+            pass  # the index cannot answer: the scan below still can
     return next((r for r in store.records() if r.dagster.run_id == run_id), None)
 
 
