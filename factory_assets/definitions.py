@@ -16,7 +16,13 @@ from factory_assets.retention import retention_job, retention_schedule
 from factory_assets.schedules import NIGHTLY_SCHEDULES
 from resources import DockerBuilder, ManifestStore, Registry
 from resources.record_store_selection import record_store_from_env
-from sensors import base_digest_sensor, dead_letter_sensor, manifest_change_sensor
+from sensors import (
+    base_digest_sensor,
+    dead_letter_sensor,
+    executor_lost_sensor,
+    manifest_change_sensor,
+    queue_backlog_sensor,
+)
 
 _settings = Settings.from_env()
 
@@ -33,6 +39,8 @@ defs = dg.Definitions(
         base_digest_sensor,
         dead_letter_sensor,
         results_automation_sensor,
+        executor_lost_sensor,
+        queue_backlog_sensor,
     ],
     schedules=[*NIGHTLY_SCHEDULES, retention_schedule, prewarm_schedule],
     # Local: Dagster's multiprocess executor; FACTORY_EXECUTOR=k8s: one pod per step.

@@ -35,6 +35,7 @@ from factory.pipeline import (
 )
 from factory.platforms import Platform
 from factory.step_guard import die_with_parent
+from factory_assets.alerts import alert_after_record
 from factory_assets.inputs import inputs_key
 from factory_assets.partitions import PARTITIONS
 from factory_assets.platforms import chain_op_tags
@@ -118,6 +119,7 @@ def _fail(
         attempts=context.retry_number + 1,
         run_id=context.run_id,
     )
+    alert_after_record(context, record, services.records)
     raise dg.Failure(
         description=(
             f"{state.manifest_id} on {state.platform}: stage {error.stage} failed "
@@ -353,6 +355,7 @@ def build_platform_chain(
                 description=f"{state.label()}: stage record failed: {exc}",
                 metadata={"stage": "record"},
             ) from exc
+        alert_after_record(context, record, services.records, manifest_store.load)
         yield dg.MaterializeResult(
             asset_key=[slug, "compatibility_record"], metadata=_record_metadata(record, uri)
         )

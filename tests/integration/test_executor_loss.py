@@ -51,6 +51,7 @@ from factory_assets.instance import INSTANCE_CONFIG
 from factory_assets.partitions import partitions_name
 from factory_assets.pools import apply_pool_limits
 from tests.integration.stores import example_store_copy, manifest
+from tests.integration.webhook_receiver import webhook_receiver
 
 pytestmark = pytest.mark.integration
 
@@ -199,6 +200,7 @@ class Loss:
     records: list[CompatibilityRecord]
     store: LocalRecordStore
     timings: dict[str, float] = field(default_factory=dict)
+    alerts: list[dict] = field(default_factory=list)  # what the webhook received
 
 
 def _start(services, tmp_path: Path) -> tuple[Path, dict[str, str], Path]:
@@ -239,11 +241,16 @@ def loss(services, tmp_path_factory) -> Loss:
     """Launch one run, kill its worker mid-image-step, and wait for the retry to end."""
     tmp_path = tmp_path_factory.mktemp("executor_loss")
     home, env, data_dir = _start(services, tmp_path)
-    daemon = Daemon(env, tmp_path / "daemon.log")
-    try:
-        outcome = _kill_and_recover(home, env, data_dir, daemon)
-    finally:
-        daemon.stop()
+    with webhook_receiver() as receiver:
+        env = {**env, "FACTORY_ALERT_WEBHOOK_URL": receiver.url, "FACTORY_ALERT_INTERVAL_S": "2"}
+        daemon = Daemon(env, tmp_path / "daemon.log")
+        try:
+            outcome = _kill_and_recover(home, env, data_dir, daemon)
+            receiver.wait_for("executor_lost", timeout_s=60)
+            time.sleep(5)  # two more sensor ticks: a second alert would arrive by now
+            outcome.alerts = list(receiver.bodies)
+        finally:
+            daemon.stop()
     _report(outcome)
     return outcome
 
@@ -403,3 +410,15 @@ def test_the_combination_has_exactly_one_complete_record(loss):
 def test_the_record_names_the_run_that_finished_it(loss):
     [record] = loss.records
     assert record.dagster.run_id == loss.retry.run_id
+
+
+def test_lost_executor_alerts_once(loss: Loss):
+    [alert] = loss.alerts
+    assert alert["kind"] == "executor_lost"
+    assert (alert["manifest"], alert["platform"], alert["pool"]) == (
+        MANIFEST_ID,
+        "linux/amd64",
+        "amd64",
+    )
+    assert alert["details"]["run_id"] == loss.killed.run_id
+    assert loss.killed.run_id in alert["text"]
