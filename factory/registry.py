@@ -10,6 +10,7 @@ import ipaddress
 import json
 import re
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from urllib.parse import quote, urljoin, urlsplit
 
@@ -544,14 +545,10 @@ class RegistryClient:
         """
         tags: list[str] = []
         path = registry_path(repository, "tags") + "list"
-        url = self.base_url + path
         where = f"{self.address}/{repository} tags list"
-        for _ in range(MAX_TAG_PAGES):
-            response = self._request("GET", url, max_bytes=MAX_TAGS_BYTES)
-            if response.status_code == 404:
+        for page in self._pages(path, "", where, f"list tags of {repository}"):
+            if page is None:
                 return []
-            self._expect(response, 200, what=f"list tags of {repository}")
-            page = parse_json_object(response.content, where)
             names = page.get("tags")
             if names is None:
                 names = []  # distribution says `null` for a repository without tags
@@ -561,10 +558,23 @@ class RegistryClient:
                 if not is_tag(tag):
                     raise _answer_error(where, f"tags[{n}]", f"is not a tag ({_show(tag)})")
             tags.extend(names)
+        return sorted(set(tags))
+
+    def _pages(self, path: str, query: str, where: str, what: str) -> Iterator[dict | None]:
+        """Each JSON page of a paginated listing (None for a 404): the `Link` to the next page
+        must stay on this registry's `path`, so a registry cannot send the client elsewhere."""
+        url = self.base_url + path + query
+        for _ in range(MAX_TAG_PAGES):
+            response = self._request("GET", url, max_bytes=MAX_TAGS_BYTES)
+            if response.status_code == 404:
+                yield None
+                return
+            self._expect(response, 200, what=what)
+            yield parse_json_object(response.content, where)
             # Registries that paginate say where the next page is in a Link header.
             next_link = response.links.get("next", {}).get("url")
             if not next_link:
-                return sorted(set(tags))
+                return
             url = urljoin(url, next_link)
             parts = urlsplit(url)
             if f"{parts.scheme}://{parts.netloc}" != self.base_url or parts.path != path:
@@ -698,13 +708,11 @@ class RegistryClient:
     def catalog(self) -> list[str]:
         """Every repository the registry lists (`/v2/_catalog`), each name checked, sorted."""
         names: list[str] = []
-        path = "/v2/_catalog"
-        url = f"{self.base_url}{path}?n=1000"
         where = f"{self.address} catalog"
-        for _ in range(MAX_TAG_PAGES):
-            response = self._request("GET", url, max_bytes=MAX_TAGS_BYTES)
-            self._expect(response, 200, what="list repositories (/v2/_catalog)")
-            page = parse_json_object(response.content, where)
+        for page in self._pages("/v2/_catalog", "?n=1000", where, "list repositories"):
+            if page is None:
+                msg = f"{where}: the registry does not list its repositories (/v2/_catalog: 404)"
+                raise RegistryError(msg)
             repositories = page.get("repositories") or []
             if not isinstance(repositories, list):
                 raise _answer_error(where, "repositories", f"is not a list ({_show(repositories)})")
@@ -715,15 +723,7 @@ class RegistryClient:
                     raise _answer_error(
                         where, f"repositories[{n}]", f"is not a repository ({_show(name)})"
                     ) from None
-            next_link = response.links.get("next", {}).get("url")
-            if not next_link:
-                return sorted(set(names))
-            url = urljoin(url, next_link)
-            parts = urlsplit(url)
-            if f"{parts.scheme}://{parts.netloc}" != self.base_url or parts.path != path:
-                problem = f"points away from {self.base_url}{path} ({_show(next_link)})"
-                raise _answer_error(where, "the Link header", problem)
-        raise _answer_error(where, "the Link header", f"goes past {MAX_TAG_PAGES} pages")
+        return sorted(set(names))
 
     # -- plumbing -------------------------------------------------------------------------------
 

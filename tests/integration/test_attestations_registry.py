@@ -222,7 +222,11 @@ def test_tampered_and_moved_attestations_fail_with_a_clear_message(
         assert f"attests {address}/{repository}@{digest}" in bad.detail
         assert "not this image" in bad.detail
     finally:
-        for repo in (f"factory/{manifest_id}-b", f"factory/{manifest_id}-b-cache"):
+        for repo in (
+            f"factory/{manifest_id}-b",
+            f"factory/{manifest_id}-b-cache",
+            f"factory-quarantine/{manifest_id}-b",
+        ):
             delete_repository(RegistryClient(services.registry), repo)
 
 
