@@ -516,3 +516,38 @@ def check_recorded(record, client: RegistryClient) -> tuple[bool, str]:
         if envelope != item.envelope_digest:
             return False, f"{item.kind} attestation {item.manifest_digest} holds another envelope"
     return True, f"{len(info.items)} attestation(s) attached ({info.scheme})"
+
+
+# --- retention ---------------------------------------------------------------------------------
+
+
+def plan_referrer_gc(plan, registry_client) -> None:
+    """Add the attestations of every image `plan` deletes: its fallback tag and the artifacts it
+    lists (with the referrers API the registry drops them with the subject itself)."""
+    from factory.retention import ManifestDeletion  # retention calls this
+
+    for deletion in list(plan.deletions):
+        tag = fallback_tag(deletion.digest)
+        try:
+            index_digest = registry_client.head_digest(deletion.repository, tag)
+            if index_digest is None:
+                continue
+            _, referrers = list_referrers(registry_client, deletion.repository, deletion.digest)
+        except FactoryError as exc:
+            plan.warnings.append(
+                f"attestations of {deletion.repository}@{deletion.digest} kept: {exc}"
+            )
+            continue
+        reason = f"attestations of deleted image {deletion.digest}"
+        for digest, tags in ((index_digest, (tag,)), *((r.digest, ()) for r in referrers)):
+            plan.deletions.append(
+                ManifestDeletion(
+                    repository=deletion.repository,
+                    digest=digest,
+                    tags=tags,
+                    manifest_id=deletion.manifest_id,
+                    platforms=deletion.platforms,
+                    newest_record_at=deletion.newest_record_at,
+                    reason=reason,
+                )
+            )

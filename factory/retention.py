@@ -288,6 +288,10 @@ def plan_gc(
     from factory.quarantine import plan_quarantine_gc  # it imports this module
 
     plan_quarantine_gc(plan, source.quarantined(), registry_client)
+    # The signed attestations attached to the images deleted above go with them.
+    from factory.attestation import plan_referrer_gc
+
+    plan_referrer_gc(plan, registry_client)
 
     store = LocalRecordStore(data_dir) if data_dir is not None else None
     cutoff = now - timedelta(days=evidence_days)

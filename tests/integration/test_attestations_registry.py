@@ -10,6 +10,7 @@ in `factory-quarantine/<id>`. Each test uses its own manifest id and deletes its
 import base64
 import json
 import uuid
+from datetime import UTC, datetime
 
 import pytest
 from click.testing import CliRunner
@@ -19,11 +20,13 @@ from factory.attestation import (
     Referrer,
     fallback_tag,
     list_referrers,
+    plan_referrer_gc,
     verify_image,
 )
 from factory.cli import main
 from factory.dsse import parse_envelope
 from factory.registry import OCI_INDEX, OCI_MANIFEST, RegistryClient, split_reference
+from factory.retention import GcPlan, ManifestDeletion, apply_gc
 from factory.signing_keys import generate_key_pair, load_public_key
 from factory.verify import verify_build
 from tests.integration.stores import example_store_copy, manifest
@@ -289,3 +292,25 @@ def test_an_unusable_key_is_the_records_error_and_the_record_is_kept(
         "provenance sha256",
         "registry",
     }
+
+
+def test_gc_of_an_attested_image_takes_its_attestations_along(
+    services, tmp_path, manifest_id, key_pair
+):
+    store = example_store_copy(tmp_path, {manifest_id: manifest()})
+    _, [record] = materialize(services, store, tmp_path / "data", manifest_id, "linux/amd64")
+    address, repository, tag = split_reference(record.image.ref)
+    client = RegistryClient(address)
+    plan = GcPlan(keep=1, evidence_days=90, now=datetime.now(UTC))
+    plan.deletions.append(
+        ManifestDeletion(repository, record.image.digest, (tag,), manifest_id, ("linux/amd64",), "")
+    )
+    plan_referrer_gc(plan, client)
+    artifacts = {i.manifest_digest for i in record.attestations.items}
+    index = client.head_digest(repository, fallback_tag(record.image.digest))
+    assert {d.digest for d in plan.deletions[1:]} == {index, *artifacts}
+    assert all("attestations of deleted image" in line for line in plan.lines()[1:])
+    apply_gc(plan, client, tmp_path / "data")
+    assert client.list_tags(repository) == []
+    assert list_referrers(client, repository, record.image.digest) == ("tag", [])
+    assert all(client.head_digest(repository, d) is None for d in artifacts)
