@@ -181,6 +181,13 @@ def _run_through_dagster(
         f"(partitions +{added} -{removed}); Dagster instance {home}"
     )
     _print_skips(items)
+    if todo:
+        from factory.signing_keys import signing_summary
+
+        try:
+            click.echo(signing_summary())  # said once per run, not once per build
+        except FactoryError as exc:
+            raise fail(exc) from None
     watcher = RecordWatcher(records)
     outcomes = []
     if todo:

@@ -207,3 +207,15 @@ def generate_key_pair(output: str | Path, kind: str = "ed25519") -> tuple[Path, 
         raise KeyFileError(msg) from None
     os.chmod(private_path, 0o600)  # whatever the umask said
     return private_path, public_path, _key_id(key.public_key())
+
+
+def signing_summary() -> str:
+    """One line saying how this process's builds sign their attestations (KeyFileError if the
+    key FACTORY_SIGNING_KEY names cannot be used)."""
+    key = signing_key_from_env()
+    if key is None:
+        return (
+            f"attestations: unsigned ({SIGNING_KEY_ENV} is not set; make a key with "
+            "`factory keys generate --output FILE`)"
+        )
+    return f"attestations: signed with {key.kind} key {key.key_id[:16]} ({key.path})"

@@ -13,6 +13,7 @@ from factory.signing_keys import (
     load_public_key,
     load_signing_key,
     signing_key_from_env,
+    signing_summary,
 )
 
 
@@ -94,3 +95,17 @@ def test_signing_key_from_env(tmp_path, monkeypatch):
     private, _, key_id = generate_key_pair(tmp_path / "k")
     monkeypatch.setenv("FACTORY_SIGNING_KEY", str(private))
     assert signing_key_from_env().key_id == key_id
+
+
+def test_signing_summary_says_how_builds_are_signed(tmp_path, monkeypatch):
+    monkeypatch.delenv("FACTORY_SIGNING_KEY", raising=False)
+    assert signing_summary().startswith("attestations: unsigned (FACTORY_SIGNING_KEY is not set")
+    private, _, key_id = generate_key_pair(tmp_path / "k", "ecdsa-p256")
+    monkeypatch.setenv("FACTORY_SIGNING_KEY", str(private))
+    assert (
+        signing_summary() == f"attestations: signed with ecdsa-p256 key {key_id[:16]} ({private})"
+    )
+    (tmp_path / "bad").write_text("nope")
+    monkeypatch.setenv("FACTORY_SIGNING_KEY", str(tmp_path / "bad"))
+    with pytest.raises(KeyFileError, match="not a PEM private key"):
+        signing_summary()
