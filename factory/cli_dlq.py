@@ -184,7 +184,7 @@ def requeue(build_id: str, manifest_store: str | None) -> None:
         f"requeued {letter.key}: {item.manifest_id} on {item.platform} "
         f"({','.join(item.reasons)}); Dagster instance {home}"
     )
-    [outcome] = run_items(
+    [outcome], _ = run_items(
         [item], parallel=1, force_rebuild=False, on_start=lambda _: None, on_done=lambda *_: None
     )
     record = watcher.record_of(outcome.run_id)

@@ -190,14 +190,17 @@ def _run_through_dagster(
             raise fail(exc) from None
     watcher = RecordWatcher(records)
     outcomes = []
+    matrix_ok, matrix_ran = True, False
     if todo:
-        outcomes = run_items(
+        # The matrix assets materialize in one of the workers, after the combinations.
+        outcomes, matrix_ok = run_items(
             todo,
             parallel=parallel,
             force_rebuild=force,
             on_start=_on_start,
             on_done=_on_done_printer(watcher, len(todo)),
         )
+        matrix_ran = True
     else:
         click.echo(_nothing_to_run_line(items))
     try:
@@ -205,9 +208,9 @@ def _run_through_dagster(
         generation = records.index.generation()
     except FactoryError as exc:
         raise fail(exc) from None
-    matrix_ok = True
-    if todo or not state.matrix_current(generation):
-        matrix_ok = materialize_matrix()
+    if not matrix_ran and not state.matrix_current(generation):
+        matrix_ok, matrix_ran = materialize_matrix(), True
+    if matrix_ran:
         if matrix_ok:
             state.record_matrix(generation)
         else:

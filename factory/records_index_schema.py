@@ -51,7 +51,7 @@ def _with_dagster_password(url: str) -> str:
     password = os.environ.get("DAGSTER_PG_PASSWORD", "")
     try:
         parsed = make_url(url)
-    except Exception:  # noqa: BLE001 - engine_for reports an unusable URL with its variable
+    except Exception:  # engine_for reports an unusable URL with its variable
         return url
     if parsed.get_backend_name() != "postgresql" or parsed.password or not password:
         return url

@@ -51,11 +51,23 @@ def uses_celery(environ: dict[str, str] | None = None) -> bool:
     return (env.get("FACTORY_EXECUTOR") or "").strip().lower() == "celery"
 
 
+_WORKER_INSTANCE = None
+
+
+def _worker_instance():
+    """This worker process's DagsterInstance, opened once: a worker runs many combinations, and
+    opening the instance (storage, migrations check) costs about half a second each time."""
+    global _WORKER_INSTANCE
+    if _WORKER_INSTANCE is None:
+        import dagster as dg
+
+        _WORKER_INSTANCE = dg.DagsterInstance.get()
+    return _WORKER_INSTANCE
+
+
 def run_combination(item: PlanItem, force_rebuild: bool) -> RunOutcome:
     """Execute one combination's build job against the DAGSTER_HOME instance: in this process,
     or with FACTORY_EXECUTOR=celery on a worker of its pool (this process coordinates)."""
-    import dagster as dg
-
     from factory_assets.definitions import defs
 
     started = time.monotonic()
@@ -64,19 +76,19 @@ def run_combination(item: PlanItem, force_rebuild: bool) -> RunOutcome:
     run_config = dict(QUIET_LOGGERS)
     if force_rebuild:
         run_config["ops"] = {chain_step_name(platform): {"config": {"force_rebuild": True}}}
-    with dg.DagsterInstance.get() as instance:
-        if uses_celery():
-            success, run_id, message = _run_through_celery(instance, job_name, item, run_config)
-        else:
-            result = defs.resolve_job_def(job_name).execute_in_process(
-                partition_key=item.manifest_id,
-                instance=instance,
-                tags=run_tags(item),
-                run_config=run_config,
-                raise_on_error=False,
-            )
-            success, run_id = result.success, result.run_id
-            message = "" if result.success else _failure_message(result)
+    instance = _worker_instance()
+    if uses_celery():
+        success, run_id, message = _run_through_celery(instance, job_name, item, run_config)
+    else:
+        result = defs.resolve_job_def(job_name).execute_in_process(
+            partition_key=item.manifest_id,
+            instance=instance,
+            tags=run_tags(item),
+            run_config=run_config,
+            raise_on_error=False,
+        )
+        success, run_id = result.success, result.run_id
+        message = "" if result.success else _failure_message(result)
     return RunOutcome(
         manifest_id=item.manifest_id,
         platform=item.platform,
@@ -111,14 +123,12 @@ def _run_through_celery(instance, job_name: str, item: PlanItem, run_config: dic
 
 
 def materialize_matrix() -> bool:
-    import dagster as dg
-
+    """Materialize `compatibility_matrix` and `multiarch_index` (in this process)."""
     from factory_assets.definitions import defs
 
-    with dg.DagsterInstance.get() as instance:
-        result = defs.resolve_job_def("compatibility_matrix_job").execute_in_process(
-            instance=instance, run_config=QUIET_LOGGERS, raise_on_error=False
-        )
+    result = defs.resolve_job_def("compatibility_matrix_job").execute_in_process(
+        instance=_worker_instance(), run_config=QUIET_LOGGERS, raise_on_error=False
+    )
     return result.success
 
 
@@ -129,12 +139,15 @@ def run_items(
     force_rebuild: bool,
     on_start: Callable[[PlanItem], None],
     on_done: Callable[[PlanItem, RunOutcome], None],
-) -> list[RunOutcome]:
-    """Run the items, high priority first, `parallel` at a time in worker processes."""
+) -> tuple[list[RunOutcome], bool]:
+    """Run the items, high priority first, `parallel` at a time in worker processes; then the
+    matrix assets, in a worker that already has the code location loaded. Returns the outcomes
+    and whether the matrix materialized."""
     ordered = sorted(items, key=lambda i: (i.priority != "high", i.manifest_id, i.platform))
     outcomes = []
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=max(1, parallel), mp_context=context) as pool:
+    workers = max(1, min(parallel, len(ordered)))
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
         futures = {}
         for item in ordered:
             futures[pool.submit(run_combination, item, force_rebuild)] = item
@@ -149,4 +162,8 @@ def run_items(
                 )
             outcomes.append(outcome)
             on_done(item, outcome)
-    return outcomes
+        try:
+            matrix_ok = pool.submit(materialize_matrix).result()
+        except Exception:  # a worker that died: the caller warns
+            matrix_ok = False
+    return outcomes, matrix_ok
