@@ -113,15 +113,22 @@ class RecordIndex:
 def resolve_base_digests(
     store: LoadedStore, combinations: list[tuple[str, Platform]]
 ) -> dict[tuple[str, str], str]:
-    """(base id, OCI platform) -> per-platform digest, one registry lookup per pair."""
-    wanted = sorted({(store.manifest(m).base, p.oci_platform) for m, p in combinations})
+    """(base id, OCI platform) -> per-platform digest: one lookup of each base's platforms (its
+    index), one client (connection) per registry."""
+    wanted: dict[str, set[str]] = {}
+    for manifest_id, platform in combinations:
+        wanted.setdefault(store.manifest(manifest_id).base, set()).add(platform.oci_platform)
+    clients: dict[str, RegistryClient] = {}
     digests = {}
-    for base_id, oci_platform in wanted:
+    for base_id, oci_platforms in sorted(wanted.items()):
         base = store.model.bases[base_id]
         address, repository = split_image(base.image)
-        digests[(base_id, oci_platform)] = RegistryClient(address).platform_digest(
-            repository, base.tag, oci_platform
-        )
+        client = clients.setdefault(address, RegistryClient(address))
+        offered = client.platforms(repository, base.tag)
+        for oci_platform in sorted(oci_platforms):
+            digests[(base_id, oci_platform)] = client.platform_digest(
+                repository, base.tag, oci_platform, offered=offered
+            )
     return digests
 
 

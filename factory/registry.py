@@ -515,10 +515,19 @@ class RegistryClient:
             variant = _checked_word(variant, config_where, "variant")
         return {format_platform(os_, arch, variant): digest}
 
-    def platform_digest(self, repository: str, reference: str, oci_platform: str) -> str:
-        """The image manifest digest for one platform of a tag or digest (index or single image)."""
+    def platform_digest(
+        self,
+        repository: str,
+        reference: str,
+        oci_platform: str,
+        *,
+        offered: dict[str, str] | None = None,
+    ) -> str:
+        """The image manifest digest for one platform of a tag or digest (index or single image);
+        `offered` is `platforms(repository, reference)` when the caller already asked."""
         wanted = parse_platform(oci_platform)
-        offered = self.platforms(repository, reference)
+        if offered is None:
+            offered = self.platforms(repository, reference)
         for name, digest in offered.items():
             if parse_platform(name) == wanted:
                 return digest
