@@ -42,6 +42,8 @@ class StoreCheckCache:
             data_dir = Settings.from_env().data_dir
         except SettingsError:
             return cls(None)
+        if not data_dir.is_dir():
+            return cls(None)  # a command does not create the data dir for a cache
         name = hashlib.sha256(repr((key, _code_fingerprint())).encode()).hexdigest()
         return cls(data_dir / "cache" / "store-checks" / name)
 

@@ -366,7 +366,10 @@ def test_the_pipeline_base_lookup_refuses_a_newline_digest(hostile, tmp_path):
 
 # -- gc and verify: URLs from record fields -------------------------------------------------------
 
-SAFE_PATH = re.compile(r"^/v2/factory/[a-z0-9_-]+/(tags/list|manifests/[A-Za-z0-9_.:-]+)$")
+# Per-repository requests, and gc's one fixed listing of the registry's repositories.
+SAFE_PATH = re.compile(
+    r"^(/v2/factory/[a-z0-9_-]+/(tags/list|manifests/[A-Za-z0-9_.:-]+)|/v2/_catalog\?n=1000)$"
+)
 
 
 def gc_record(manifest: str, n: int, **overrides) -> CompatibilityRecord:

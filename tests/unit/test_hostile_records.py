@@ -177,16 +177,17 @@ LETTER_KINDS["unknown field"] = plant_bytes(json.dumps(letter(key=BAD_ID, extra=
 
 def snapshot(root: Path, skip: Path) -> dict[str, tuple]:
     """Every entry under root (not following links, never opening non-regular files), except the
-    records index: a derived cache that any reader may build or repair."""
+    records index and the store-check cache: derived caches that any reader may build."""
     seen = {}
     for dirpath, dirnames, filenames in os.walk(root):
         here = Path(dirpath)
-        if here == skip or skip in here.parents:
+        cache = root / "data" / "cache"
+        if here == skip or skip in here.parents or here == cache or cache in here.parents:
             dirnames[:] = []
             continue
         for name in dirnames + filenames:
             path = here / name
-            if path == skip or name.startswith(SQLITE_NAME):
+            if path == skip or name.startswith(SQLITE_NAME) or path == root / "data" / "cache":
                 continue
             st = os.lstat(path)
             content = None
