@@ -6,7 +6,6 @@ from pathlib import Path
 
 import click
 
-from factory import services as services_module
 from factory.cli_common import (
     PLATFORM_CHOICE,
     fail,
@@ -330,6 +329,8 @@ def up(celery: bool) -> None:
     """Install (apt) and start what is missing; idempotent."""
     settings = Settings.from_env()
     try:
+        from factory import services as services_module
+
         states = services_module.up(settings, echo=click.echo, celery=celery)
     except FactoryError as exc:
         raise fail(exc) from None
@@ -343,6 +344,8 @@ def down() -> None:
     """Stop the engine, registry and broker this project started (by PID); data stays."""
     settings = Settings.from_env()
     try:
+        from factory import services as services_module
+
         _print_states(services_module.down(settings, echo=click.echo))
     except FactoryError as exc:
         raise fail(exc) from None
@@ -351,6 +354,8 @@ def down() -> None:
 @services.command()
 def status() -> None:
     """Report each local service."""
+    from factory import services as services_module
+
     if not _print_states(services_module.status(Settings.from_env())):
         sys.exit(1)
 
@@ -361,10 +366,12 @@ def _register_commands() -> None:
     from factory.cli_keys import keys_group
     from factory.cli_run import run_command
     from factory.cli_status import status_command
+    from factory.cli_submit import submit_command
     from factory.cli_worker import worker_command
 
     main.add_command(run_command)
     main.add_command(status_command)
+    main.add_command(submit_command)
     main.add_command(worker_command)
     main.add_command(gc_command)
     main.add_command(dlq_group)

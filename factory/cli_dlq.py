@@ -9,14 +9,17 @@ evidence) and is marked requeued, once.
 import json
 import os
 import socket
+from typing import TYPE_CHECKING
 
 import click
 
-from factory import dlq
 from factory.errors import FactoryError
-from factory.planning import PlanItem
 from factory.safe_json import printable
 from factory.settings import Settings
+
+if TYPE_CHECKING:
+    from factory import dlq
+    from factory.planning import PlanItem
 
 
 def _settings(manifest_store: str | None) -> Settings:
@@ -41,6 +44,7 @@ def list_command(as_json: bool) -> None:
 
     An unreadable letter is skipped with a warning on stderr naming its file (exit 0).
     """
+    from factory import dlq
     from factory.stores import open_record_store
 
     settings = Settings.from_env()
@@ -71,7 +75,7 @@ def list_command(as_json: bool) -> None:
     )
 
 
-def _plan_item(settings: Settings, letter: dlq.DeadLetter) -> PlanItem:
+def _plan_item(settings: Settings, letter: "dlq.DeadLetter") -> "PlanItem":
     """The letter's combination as the plan sees it now (current keys, reasons, priority)."""
     from factory import services
     from factory.planning import RecordIndex, plan_store
@@ -130,6 +134,7 @@ def requeue(build_id: str, manifest_store: str | None) -> None:
     """
     import dagster as dg
 
+    from factory import dlq
     from factory.platforms import platform as lookup_platform
     from factory.record_store import RecordWatcher
     from factory.records import utc_now

@@ -6,7 +6,7 @@ from dataclasses import asdict
 import click
 
 from factory.errors import FactoryError
-from factory.retention import DEFAULT_EVIDENCE_DAYS, DEFAULT_KEEP
+from factory.retention_defaults import DEFAULT_EVIDENCE_DAYS, DEFAULT_KEEP
 from factory.settings import Settings
 
 

@@ -49,10 +49,9 @@ from factory.platforms import BY_NAME, BY_SLUG
 from factory.record_store import MANIFEST_ID, LocalRecordStore
 from factory.records import CompatibilityRecord
 from factory.registry import INDEX_TYPES, RegistryClient, is_digest, is_tag, parse_index
+from factory.retention_defaults import DEFAULT_EVIDENCE_DAYS, DEFAULT_KEEP
 from factory.safe_json import printable
 
-DEFAULT_KEEP = 5
-DEFAULT_EVIDENCE_DAYS = 90
 # `<slug>-<first 12 hex of build_key>`, as `factory.keys.image_ref` names build images.
 IMAGE_TAG = re.compile(r"^(?P<slug>[a-z0-9_]+)-(?P<key>[0-9a-f]{12})$")
 # The record's `evidence` entries and the record store kinds that hold them.
