@@ -7,6 +7,7 @@ neither Dagster nor a worker.
 """
 
 import os
+from dataclasses import dataclass
 
 import click
 
@@ -153,83 +154,114 @@ def run_command(manifest_store, manifest_ids, platforms, force, retry_failed, pa
         )
         _print_matrix_and_publish(store, index, full, published=True, registry=settings.registry)
         return
-    _run_through_dagster(
-        settings, store, items, todo, digests, records, state, partitions, force, parallel
-    )
-
-
-def _run_through_dagster(
-    settings, store, items, todo, digests, records, state, partitions, force, parallel
-) -> None:
-    import dagster as dg
-
-    from factory.record_store import RecordWatcher
-    from factory_assets.instance import prepare_dagster_home, sync_partitions
-    from factory_assets.launcher import materialize_matrix, run_items
-
-    try:
-        home = prepare_dagster_home(settings)
-    except FactoryError as exc:
-        raise fail(exc) from None
-    added = removed = 0
-    if not state.partitions_synced(partitions):
-        with dg.DagsterInstance.get() as instance:
-            added, removed = sync_partitions(instance, store)
-        state.record_partitions(partitions)
-    click.echo(
-        f"store {settings.manifest_store}: {len(items)} combinations "
-        f"(partitions +{added} -{removed}); Dagster instance {home}"
-    )
-    _print_skips(items)
+    signing = None
     if todo:
         from factory.signing_keys import signing_summary
 
         try:
-            click.echo(signing_summary())  # said once per run, not once per build
+            signing = signing_summary()  # an unusable key stops the run before anything starts
         except FactoryError as exc:
             raise fail(exc) from None
-    watcher = RecordWatcher(records)
-    outcomes = []
-    matrix_ok, matrix_ran = True, False
-    if todo:
-        # The matrix assets materialize in one of the workers, after the combinations.
-        outcomes, matrix_ok = run_items(
-            todo,
-            parallel=parallel,
-            force_rebuild=force,
-            on_start=_on_start,
-            on_done=_on_done_printer(watcher, len(todo)),
-        )
-        matrix_ran = True
-    else:
-        click.echo(_nothing_to_run_line(items))
-    try:
-        records.index.refresh()  # the runs wrote records: look again
-        generation = records.index.generation()
-    except FactoryError as exc:
-        raise fail(exc) from None
-    if not matrix_ran and not state.matrix_current(generation):
-        matrix_ok, matrix_ran = materialize_matrix(), True
-    if matrix_ran:
-        if matrix_ok:
-            state.record_matrix(generation)
-        else:
+    _DagsterRun(settings, store, items, digests, records, state, force).go(
+        partitions, parallel, signing
+    )
+
+
+@dataclass
+class _DagsterRun:
+    """The part of `factory run` that needs Dagster: all of it happens in the workers."""
+
+    settings: object
+    store: object
+    items: list
+    digests: dict
+    records: object
+    state: object
+    force: bool
+
+    @property
+    def todo(self) -> list:
+        return [i for i in self.items if i.action == "run"]
+
+    def go(self, partitions: str, parallel: int, signing: str | None) -> None:
+        from factory_assets.launcher import Workers, prepare_instance
+
+        # The workers (and their runs) find the instance here; its dagster.yaml is written by
+        # the first task below, before any run opens it.
+        os.environ["DAGSTER_HOME"] = str(self.settings.dagster_home)
+        with Workers(min(parallel, max(1, len(self.todo)))) as workers:
+            try:
+                home, added, removed = workers.call(
+                    prepare_instance, not self.state.partitions_synced(partitions)
+                )
+            except FactoryError as exc:
+                raise fail(exc) from None
+            self.state.record_partitions(partitions)
             click.echo(
-                "warning: the compatibility_matrix / multiarch_index assets did not materialize; "
-                "see the compatibility_matrix_job run in the UI",
-                err=True,
+                f"store {self.settings.manifest_store}: {len(self.items)} combinations "
+                f"(partitions +{added} -{removed}); Dagster instance {home}"
             )
-    try:
-        _, index, fresh = plan_for(
-            settings, manifest_ids=(), platforms=(), force=False, base_digests=digests
+            _print_skips(self.items)
+            if signing:
+                click.echo(signing)  # said once per run, not once per build
+            self._run(workers)
+
+    def _run(self, workers) -> None:
+        from factory.record_store import RecordWatcher
+        from factory_assets.launcher import materialize_matrix
+
+        todo, state, records = self.todo, self.state, self.records
+        watcher = RecordWatcher(records)
+        outcomes = []
+        matrix_ok, matrix_ran = True, False
+        if todo:
+            # The matrix assets materialize in one of the workers, after the combinations.
+            outcomes, matrix_ok = workers.run(
+                todo,
+                force_rebuild=self.force,
+                on_start=_on_start,
+                on_done=_on_done_printer(watcher, len(todo)),
+            )
+            matrix_ran = True
+        else:
+            click.echo(_nothing_to_run_line(self.items))
+        try:
+            records.index.refresh()  # the runs wrote records: look again
+            generation = records.index.generation()
+        except FactoryError as exc:
+            raise fail(exc) from None
+        if not matrix_ran and not state.matrix_current(generation):
+            try:
+                matrix_ok = workers.call(materialize_matrix)
+            except Exception:  # a worker that died: warned below
+                matrix_ok = False
+            matrix_ran = True
+        if matrix_ran:
+            if matrix_ok:
+                state.record_matrix(generation)
+            else:
+                click.echo(
+                    "warning: the compatibility_matrix / multiarch_index assets did not "
+                    "materialize; see the compatibility_matrix_job run in the UI",
+                    err=True,
+                )
+        try:
+            _, index, fresh = plan_for(
+                self.settings,
+                manifest_ids=(),
+                platforms=(),
+                force=False,
+                base_digests=self.digests,
+            )
+        except (FactoryError, KeyError) as exc:
+            raise fail(exc) from None
+        _print_matrix_and_publish(
+            self.store, index, fresh, published=matrix_ok, registry=self.settings.registry
         )
-    except (FactoryError, KeyError) as exc:
-        raise fail(exc) from None
-    _print_matrix_and_publish(store, index, fresh, published=matrix_ok, registry=settings.registry)
-    unrecorded = [o for o in outcomes if watcher.record_of(o.run_id) is None]
-    if unrecorded:
-        msg = (
-            f"{len(unrecorded)} combination(s) could not be recorded; see the messages above and "
-            "the runs in `dagster dev -w workspace.yaml`"
-        )
-        raise click.ClickException(msg)
+        unrecorded = [o for o in outcomes if watcher.record_of(o.run_id) is None]
+        if unrecorded:
+            msg = (
+                f"{len(unrecorded)} combination(s) could not be recorded; see the messages above "
+                "and the runs in `dagster dev -w workspace.yaml`"
+            )
+            raise click.ClickException(msg)

@@ -132,25 +132,73 @@ def materialize_matrix() -> bool:
     return result.success
 
 
-def run_items(
-    items: list[PlanItem],
-    *,
-    parallel: int,
-    force_rebuild: bool,
-    on_start: Callable[[PlanItem], None],
-    on_done: Callable[[PlanItem, RunOutcome], None],
-) -> tuple[list[RunOutcome], bool]:
-    """Run the items, high priority first, `parallel` at a time in worker processes; then the
-    matrix assets, in a worker that already has the code location loaded. Returns the outcomes
-    and whether the matrix materialized."""
-    ordered = sorted(items, key=lambda i: (i.priority != "high", i.manifest_id, i.platform))
-    outcomes = []
-    context = multiprocessing.get_context("spawn")
-    workers = max(1, min(parallel, len(ordered)))
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+def _load_code_location() -> None:
+    """Worker start-up: import the code location (the slow part: Dagster and every asset)."""
+    from factory_assets.definitions import defs
+
+    defs.resolve_job_def("compatibility_matrix_job")
+
+
+def _started() -> None:
+    """A no-op task: submitting one per worker starts them all at once."""
+
+
+def prepare_instance(sync: bool) -> tuple[str, int, int]:
+    """In a worker: DAGSTER_HOME's dagster.yaml and pool limits, and (with `sync`) the store's
+    partitions. Returns (home, partitions added, removed)."""
+    from factory.settings import Settings
+    from factory.store import load_store
+    from factory_assets.instance import prepare_dagster_home, sync_partitions
+
+    settings = Settings.from_env()
+    home = prepare_dagster_home(settings)
+    added = removed = 0
+    if sync:
+        added, removed = sync_partitions(_worker_instance(), load_store(settings.manifest_store))
+    return str(home), added, removed
+
+
+class Workers:
+    """`factory run`'s worker processes. They start as soon as the plan says there is work, and
+    each imports the code location once while the rest is prepared; every Dagster call of the
+    run (instance set-up, the combinations, the matrix) then happens in a warm worker, so the
+    `factory` process itself never imports Dagster."""
+
+    def __init__(self, parallel: int):
+        self.count = max(1, parallel)
+        self.pool = ProcessPoolExecutor(
+            max_workers=self.count,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_load_code_location,
+        )
+        for _ in range(self.count):
+            self.pool.submit(_started)
+
+    def __enter__(self) -> "Workers":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+    def call(self, fn: Callable, *args):
+        """Run fn(*args) in a worker and return its result (its exception is raised here)."""
+        return self.pool.submit(fn, *args).result()
+
+    def run(
+        self,
+        items: list[PlanItem],
+        *,
+        force_rebuild: bool,
+        on_start: Callable[[PlanItem], None],
+        on_done: Callable[[PlanItem, RunOutcome], None],
+    ) -> tuple[list[RunOutcome], bool]:
+        """Run the items, high priority first; then the matrix assets. Returns the outcomes and
+        whether the matrix materialized."""
+        ordered = sorted(items, key=lambda i: (i.priority != "high", i.manifest_id, i.platform))
+        outcomes = []
         futures = {}
         for item in ordered:
-            futures[pool.submit(run_combination, item, force_rebuild)] = item
+            futures[self.pool.submit(run_combination, item, force_rebuild)] = item
             on_start(item)
         for future in as_completed(futures):
             item = futures[future]
@@ -163,7 +211,20 @@ def run_items(
             outcomes.append(outcome)
             on_done(item, outcome)
         try:
-            matrix_ok = pool.submit(materialize_matrix).result()
+            matrix_ok = self.call(materialize_matrix)
         except Exception:  # a worker that died: the caller warns
             matrix_ok = False
-    return outcomes, matrix_ok
+        return outcomes, matrix_ok
+
+
+def run_items(
+    items: list[PlanItem],
+    *,
+    parallel: int,
+    force_rebuild: bool,
+    on_start: Callable[[PlanItem], None],
+    on_done: Callable[[PlanItem, RunOutcome], None],
+) -> tuple[list[RunOutcome], bool]:
+    """Run the items `parallel` at a time in fresh workers, then the matrix assets."""
+    with Workers(min(parallel, max(1, len(items)))) as workers:
+        return workers.run(items, force_rebuild=force_rebuild, on_start=on_start, on_done=on_done)

@@ -4,7 +4,6 @@ import os
 from pathlib import Path
 
 import dagster as dg
-import pandas as pd
 
 from factory.errors import FactoryError
 from factory.matrix import history, matrix_cells, matrix_table
@@ -69,6 +68,8 @@ def compatibility_matrix(
     records = opened.index.select(newest_per_combination=HISTORY)
     cells = matrix_cells(store, index, items)
     header, rows = matrix_table(cells)
+    import pandas as pd  # 0.4 s to import: only the process that materializes the matrix pays it
+
     frame = pd.DataFrame(rows, columns=header).set_index("manifest")
     recent = history(records, HISTORY)
     trend_rows = [
