@@ -12,8 +12,11 @@ pool, on whatever host, to run it. The instance must then be one every worker re
 (PostgreSQL), as must the record store (S3) and the registry.
 """
 
+import atexit
+import logging
 import multiprocessing
 import os
+import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -137,6 +140,18 @@ def _load_code_location() -> None:
     from factory_assets.definitions import defs
 
     defs.resolve_job_def("compatibility_matrix_job")
+    atexit.register(_leave_without_teardown)
+
+
+def _leave_without_teardown() -> None:
+    """A worker's last act, once the pool has told it to stop and its results are sent: tearing
+    down an interpreter that holds Dagster and a code location takes a second or two, and
+    nothing in it needs it (records and runs are committed as they happen). Output is flushed,
+    logging shut down, and the process ends at once."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def _started() -> None:
