@@ -16,13 +16,9 @@ import pytest
 
 from factory.platforms import BY_NAME
 from factory.record_store import LocalRecordStore
-from factory_assets.jobs import BUILD_JOBS, build_job_name
-from factory_assets.partitions import partitions_name
-from factory_assets.platform_chain import build_platform_chain
-from resources import DockerBuilder, ManifestStore, RecordStore, Registry
 from sensors.queue_backlog_sensor import queue_backlog_sensor
 from tests.integration.stores import EXAMPLE, example_store_copy, manifest
-from tests.integration.test_dead_letters import unreachable_registry_letter
+from tests.integration.test_dead_letters import execute_build, unreachable_registry_letter
 from tests.integration.test_queue_metrics import add_run
 from tests.integration.webhook_receiver import CLOSED_URL, webhook_receiver
 
@@ -50,20 +46,7 @@ def receiver(monkeypatch):
 
 def build(instance, store: Path, data_dir: Path, registry: str, manifest_id: str):
     """One real run of `build_linux_amd64` for `manifest_id`; (success, run id, step log text)."""
-    defs = dg.Definitions(
-        assets=build_platform_chain(AMD64),
-        jobs=[j for j in BUILD_JOBS if j.name == build_job_name(AMD64.slug)],
-        resources={
-            "manifest_store": ManifestStore(path=str(store)),
-            "docker_builder": DockerBuilder(),
-            "registry": Registry(address=registry),
-            "record_store": RecordStore(data_dir=str(data_dir)),
-        },
-    )
-    instance.add_dynamic_partitions(partitions_name(AMD64.slug), [manifest_id])
-    result = defs.resolve_job_def(build_job_name(AMD64.slug)).execute_in_process(
-        partition_key=manifest_id, instance=instance, raise_on_error=False
-    )
+    result = execute_build(instance, store, data_dir, registry, manifest_id, retry_policy=None)
     messages = [e.user_message for e in instance.all_logs(result.run_id)]
     return result.success, result.run_id, "\n".join(messages)
 

@@ -38,10 +38,17 @@ def instance():
         yield instance
 
 
-def run_build_job(instance, store_path: Path, data_dir: Path, registry: str, manifest_id: str):
-    """Run the real `build_linux_amd64` job (quick retries) for one partition; return its run."""
+def execute_build(
+    instance,
+    store_path: Path,
+    data_dir: Path,
+    registry: str,
+    manifest_id: str,
+    retry_policy: dg.RetryPolicy | None = QUICK,
+) -> dg.ExecuteInProcessResult:
+    """Execute the real `build_linux_amd64` job in this process for one partition."""
     defs = dg.Definitions(
-        assets=build_platform_chain(AMD64, retry_policy=QUICK),
+        assets=build_platform_chain(AMD64, retry_policy=retry_policy),
         jobs=[j for j in BUILD_JOBS if j.name == build_job_name(AMD64.slug)],
         resources={
             "manifest_store": ManifestStore(path=str(store_path)),
@@ -51,9 +58,14 @@ def run_build_job(instance, store_path: Path, data_dir: Path, registry: str, man
         },
     )
     instance.add_dynamic_partitions(partitions_name(AMD64.slug), [manifest_id])
-    result = defs.resolve_job_def(build_job_name(AMD64.slug)).execute_in_process(
+    return defs.resolve_job_def(build_job_name(AMD64.slug)).execute_in_process(
         partition_key=manifest_id, instance=instance, raise_on_error=False
     )
+
+
+def run_build_job(instance, store_path: Path, data_dir: Path, registry: str, manifest_id: str):
+    """Run the real `build_linux_amd64` job (quick retries) for one partition; return its run."""
+    result = execute_build(instance, store_path, data_dir, registry, manifest_id)
     assert not result.success
     return instance.get_run_by_id(result.run_id)
 

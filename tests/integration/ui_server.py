@@ -240,13 +240,14 @@ mutation($id: String!) { stopSensor(id: $id) {
 """
 
 
-def stop_sensors(server: UiServer) -> list[str]:
-    """Stop the code location's sensors (they default to running) so only the UI launches runs."""
+def stop_sensors(server: UiServer, keep: Sequence[str] = ()) -> list[str]:
+    """Stop the code location's sensors (they default to running) so only the UI launches runs;
+    those named in `keep` go on running."""
     selector = {"repositoryLocationName": LOCATION, "repositoryName": REPOSITORY}
     sensors = server.graphql(SENSORS_QUERY, {"selector": selector})["sensorsOrError"]["results"]
     stopped = []
     for sensor in sensors:
-        if sensor["sensorState"]["status"] == "RUNNING":
+        if sensor["sensorState"]["status"] == "RUNNING" and sensor["name"] not in keep:
             result = server.graphql(STOP_SENSOR, {"id": sensor["sensorState"]["id"]})["stopSensor"]
             if result["__typename"] != "StopSensorMutationResult":
                 msg = f"could not stop {sensor['name']}: {result}"
@@ -275,6 +276,7 @@ def ui_server(
     dagster_home: Path | None = None,
     daemon: bool = True,
     sensors: bool = False,
+    keep_sensors: Sequence[str] = (),
 ) -> Iterator[UiServer]:
     """A webserver (and daemon) for the code location, on a free port, stopped afterwards.
 
@@ -282,7 +284,8 @@ def ui_server(
     start-up does (`prepare_dagster_home`), and `partitions` (partitions definition name -> keys)
     are added to it. The processes get FACTORY_MANIFEST_STORE, FACTORY_DATA_DIR and DAGSTER_HOME
     from the arguments and DOCKER_HOST of the engine the project uses. With `daemon` and without
-    `sensors`, the sensors are stopped before the daemon starts, so runs come only from the UI.
+    `sensors`, the sensors are stopped before the daemon starts, so runs come only from the UI
+    (and from the sensors named in `keep_sensors`, e.g. the results automation sensor).
     """
     workdir.mkdir(parents=True, exist_ok=True)
     home = dagster_home or workdir / "dagster_home"
@@ -317,7 +320,7 @@ def ui_server(
         server.graphql("mutation { setNuxSeen }")
         if daemon:
             if not sensors:
-                stop_sensors(server)
+                stop_sensors(server, keep_sensors)
             daemon_argv = [str(BIN / "dagster-daemon"), "run", "-w", "workspace.yaml"]
             procs.append(_spawn(daemon_argv, env, logs / "daemon.log"))
             _wait("the daemon", lambda: _run_queue_daemon_healthy(server), procs, server)
