@@ -153,3 +153,70 @@ def test_matrix_follows_sensor_and_cli_runs(services, tmp_path, monkeypatch):
 
     statuses = {(r.manifest_id, r.status) for r in LocalRecordStore(data_dir).records()}
     assert statuses == {("rc_sensor", "pass"), ("rc_cli", "pass")}
+
+
+TARGETS = {MATRIX, dg.AssetKey("multiarch_index")}
+
+
+def _ticker(instance: dg.DagsterInstance):
+    """One evaluation of the matrix assets' automation conditions, as the sensor's tick does."""
+    from factory_assets.definitions import defs
+
+    def tick(cursor):
+        return dg.evaluate_automation_conditions(
+            defs=defs,
+            instance=instance,
+            asset_selection=dg.AssetSelection.assets(*TARGETS),
+            cursor=cursor,
+        )
+
+    return tick
+
+
+def test_a_burst_of_records_is_one_matrix_request_per_tick():
+    """100 record materializations between two evaluations: one request of the matrix assets,
+    not 100; nothing new, no request; the next burst, one again."""
+    keys = [f"burst_{n:03d}" for n in range(100)]
+    targets = TARGETS
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions(partitions_name(SLUG), keys)
+        tick = _ticker(instance)
+
+        def burst(partitions) -> None:
+            for key in partitions:
+                instance.report_runless_asset_event(
+                    dg.AssetMaterialization(asset_key=RECORD, partition=key)
+                )
+
+        result = tick(None)  # the first evaluation only sets the starting point
+        assert result.total_requested == 0
+        burst(keys)
+        result = tick(result.cursor)
+        assert {key: result.get_num_requested(key) for key in targets} == {
+            MATRIX: 1,
+            dg.AssetKey("multiarch_index"): 1,
+        }
+        result = tick(result.cursor)
+        assert result.total_requested == 0
+        burst(keys[:50])
+        result = tick(result.cursor)
+        assert result.get_num_requested(MATRIX) == 1
+
+
+def test_a_failed_build_run_brings_the_matrix_up_to_date(services, tmp_path):
+    """A failing build writes a record but materializes no record asset: its failed run is what
+    the condition sees. Here the registry does not answer (a real run, retried, then failed)."""
+    from tests.integration.test_dead_letters import CLOSED, execute_build
+
+    store = example_store_copy(tmp_path, {"fails": manifest(platforms=[PLATFORM])})
+    with dg.instance_for_test() as instance:
+        tick = _ticker(instance)
+        result = tick(None)
+        assert result.total_requested == 0
+        run = execute_build(instance, store, tmp_path / "data", CLOSED, "fails")
+        assert not run.success
+        [record] = LocalRecordStore(tmp_path / "data").records()
+        assert record.status == "error"
+        result = tick(result.cursor)
+        assert {key: result.get_num_requested(key) for key in TARGETS} == dict.fromkeys(TARGETS, 1)
+        assert tick(result.cursor).total_requested == 0
