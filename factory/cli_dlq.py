@@ -189,8 +189,14 @@ def requeue(build_id: str, manifest_store: str | None) -> None:
         f"requeued {letter.key}: {item.manifest_id} on {item.platform} "
         f"({','.join(item.reasons)}); Dagster instance {home}"
     )
+    # The matrix is left to its automation: a requeue is one run of one combination.
     [outcome], _ = run_items(
-        [item], parallel=1, force_rebuild=False, on_start=lambda _: None, on_done=lambda *_: None
+        [item],
+        parallel=1,
+        force_rebuild=False,
+        on_start=lambda _: None,
+        on_done=lambda *_: None,
+        with_matrix=False,
     )
     record = watcher.record_of(outcome.run_id)
     if record is None:

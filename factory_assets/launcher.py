@@ -206,9 +206,10 @@ class Workers:
         force_rebuild: bool,
         on_start: Callable[[PlanItem], None],
         on_done: Callable[[PlanItem, RunOutcome], None],
+        with_matrix: bool = True,
     ) -> tuple[list[RunOutcome], bool]:
-        """Run the items, high priority first; then the matrix assets. Returns the outcomes and
-        whether the matrix materialized."""
+        """Run the items, high priority first; then (`with_matrix`) the matrix assets. Returns
+        the outcomes and whether the matrix materialized."""
         ordered = sorted(items, key=lambda i: (i.priority != "high", i.manifest_id, i.platform))
         outcomes = []
         futures = {}
@@ -225,6 +226,8 @@ class Workers:
                 )
             outcomes.append(outcome)
             on_done(item, outcome)
+        if not with_matrix:
+            return outcomes, False
         try:
             matrix_ok = self.call(materialize_matrix)
         except Exception:  # a worker that died: the caller warns
@@ -239,7 +242,14 @@ def run_items(
     force_rebuild: bool,
     on_start: Callable[[PlanItem], None],
     on_done: Callable[[PlanItem, RunOutcome], None],
+    with_matrix: bool = True,
 ) -> tuple[list[RunOutcome], bool]:
-    """Run the items `parallel` at a time in fresh workers, then the matrix assets."""
+    """Run the items `parallel` at a time in fresh workers, then (`with_matrix`) the matrix."""
     with Workers(min(parallel, max(1, len(items)))) as workers:
-        return workers.run(items, force_rebuild=force_rebuild, on_start=on_start, on_done=on_done)
+        return workers.run(
+            items,
+            force_rebuild=force_rebuild,
+            on_start=on_start,
+            on_done=on_done,
+            with_matrix=with_matrix,
+        )
