@@ -86,16 +86,32 @@ class AlertSettings:
         return cls(
             webhook_url=_checked_url("FACTORY_ALERT_WEBHOOK_URL", url) if url else None,
             queue_age_s=env_float(
-                "FACTORY_ALERT_QUEUE_AGE_S", 1800.0, low=1, high=30 * 86400, what="seconds"
+                "FACTORY_ALERT_QUEUE_AGE_S",
+                1800.0,
+                low=1,
+                high=30 * 86400,
+                what="seconds",
+                environ=env,
             ),
-            cache_ratio=env_float("FACTORY_ALERT_CACHE_RATIO", 0.5, low=0, high=1, what="a ratio"),
+            cache_ratio=env_float(
+                "FACTORY_ALERT_CACHE_RATIO", 0.5, low=0, high=1, what="a ratio", environ=env
+            ),
             cache_builds=env_int(
-                "FACTORY_ALERT_CACHE_BUILDS", 10, low=1, high=1000, what="a number of builds"
+                "FACTORY_ALERT_CACHE_BUILDS",
+                10,
+                low=1,
+                high=1000,
+                what="a number of builds",
+                environ=env,
             ),
-            timeout_s=env_float("FACTORY_ALERT_TIMEOUT_S", 5.0, low=0.1, high=120, what="seconds"),
-            retries=env_int("FACTORY_ALERT_RETRIES", 2, low=0, high=10, what="a number of retries"),
+            timeout_s=env_float(
+                "FACTORY_ALERT_TIMEOUT_S", 5.0, low=0.1, high=120, what="seconds", environ=env
+            ),
+            retries=env_int(
+                "FACTORY_ALERT_RETRIES", 2, low=0, high=10, what="a number of retries", environ=env
+            ),
             retry_delay_s=env_float(
-                "FACTORY_ALERT_RETRY_DELAY_S", 1.0, low=0, high=60, what="seconds"
+                "FACTORY_ALERT_RETRY_DELAY_S", 1.0, low=0, high=60, what="seconds", environ=env
             ),
             dagster_url=_checked_url("FACTORY_DAGSTER_URL", ui).rstrip("/") if ui else None,
         )

@@ -5,6 +5,7 @@ No Dagster import: the CLI, the code location and the alert settings share these
 
 import math
 import os
+from collections.abc import Mapping
 
 from factory.settings import SettingsError
 
@@ -15,9 +16,17 @@ def _shown(raw: str) -> str:
     return printable(raw, limit=200)
 
 
-def env_float(name: str, default: float, *, low: float, high: float, what: str) -> float:
+def env_float(
+    name: str,
+    default: float,
+    *,
+    low: float,
+    high: float,
+    what: str,
+    environ: Mapping[str, str] | None = None,
+) -> float:
     """`name` as a float in [low, high]; unset or blank gives `default`."""
-    raw = os.environ.get(name, "")
+    raw = (os.environ if environ is None else environ).get(name, "")
     if not raw.strip():
         return default
     try:
@@ -30,9 +39,17 @@ def env_float(name: str, default: float, *, low: float, high: float, what: str) 
     return value
 
 
-def env_int(name: str, default: int, *, low: int, high: int, what: str) -> int:
+def env_int(
+    name: str,
+    default: int,
+    *,
+    low: int,
+    high: int,
+    what: str,
+    environ: Mapping[str, str] | None = None,
+) -> int:
     """`name` as an integer in [low, high]; unset or blank gives `default`."""
-    raw = os.environ.get(name, "")
+    raw = (os.environ if environ is None else environ).get(name, "")
     if not raw.strip():
         return default
     try:
