@@ -78,3 +78,19 @@ def test_sensors_schedules_and_matrix_side_assets_are_defined():
     assert graph.has(dg.AssetKey("multiarch_index"))
     assert graph.get(dg.AssetKey(["linux_amd64", "inputs"])).is_observable
     assert defs.resolve_job_def("retention_job")
+
+
+def test_matrix_assets_follow_records_and_alert_sensors_run_by_default():
+    graph = defs.resolve_asset_graph()
+    for name in ("compatibility_matrix", "multiarch_index"):
+        condition = graph.get(dg.AssetKey(name)).automation_condition
+        assert condition is not None and condition.get_label() == "new compatibility records"
+    # The builds themselves are never launched by automation.
+    assert (
+        graph.get(dg.AssetKey(["linux_amd64", "compatibility_record"])).automation_condition is None
+    )
+    sensors = {s.name: s for s in defs.sensors}
+    for name in ("results_automation_sensor", "executor_lost_sensor", "queue_backlog_sensor"):
+        assert sensors[name].default_status == dg.DefaultSensorStatus.RUNNING, name
+    targeted = sensors["results_automation_sensor"].asset_selection.resolve(graph)
+    assert targeted == {dg.AssetKey("compatibility_matrix"), dg.AssetKey("multiarch_index")}
