@@ -5,7 +5,7 @@ No Dagster import: the CLI, the code location and the alert settings share these
 
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from factory.settings import SettingsError
 
@@ -14,6 +14,20 @@ def _shown(raw: str) -> str:
     from factory.safe_json import printable
 
     return printable(raw, limit=200)
+
+
+def _env_number(name, default, parse: Callable, *, low, high, what, kind, environ):
+    raw = (os.environ if environ is None else environ).get(name, "")
+    if not raw.strip():
+        return default
+    try:
+        value = parse(raw.strip())
+    except ValueError:
+        value = math.nan
+    if not (low <= value <= high):  # NaN (unparsable or "nan") fails every comparison
+        msg = f"{name}={_shown(raw)} is not {what} ({kind} in [{low:g}, {high:g}])"
+        raise SettingsError(msg)
+    return value
 
 
 def env_float(
@@ -25,18 +39,12 @@ def env_float(
     what: str,
     environ: Mapping[str, str] | None = None,
 ) -> float:
-    """`name` as a float in [low, high]; unset or blank gives `default`."""
-    raw = (os.environ if environ is None else environ).get(name, "")
-    if not raw.strip():
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        value = math.nan
-    if not (low <= value <= high):  # NaN fails every comparison
-        msg = f"{name}={_shown(raw)} is not {what} in [{low:g}, {high:g}]"
-        raise SettingsError(msg)
-    return value
+    """`name` as a number in [low, high]; unset or blank gives `default`."""
+    return float(
+        _env_number(
+            name, default, float, low=low, high=high, what=what, kind="a number", environ=environ
+        )
+    )
 
 
 def env_int(
@@ -49,15 +57,8 @@ def env_int(
     environ: Mapping[str, str] | None = None,
 ) -> int:
     """`name` as an integer in [low, high]; unset or blank gives `default`."""
-    raw = (os.environ if environ is None else environ).get(name, "")
-    if not raw.strip():
-        return default
-    try:
-        value = int(raw.strip())
-    except ValueError:
-        msg = f"{name}={_shown(raw)} is not {what} (an integer in [{low}, {high}])"
-        raise SettingsError(msg) from None
-    if not (low <= value <= high):
-        msg = f"{name}={_shown(raw)} is not {what} in [{low}, {high}]"
-        raise SettingsError(msg)
-    return value
+    return int(
+        _env_number(
+            name, default, int, low=low, high=high, what=what, kind="an integer", environ=environ
+        )
+    )
