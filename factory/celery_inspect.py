@@ -10,8 +10,6 @@ import os
 from collections import defaultdict
 
 from factory import celery_settings
-from factory.celery_worker import STATE_COMMAND
-from factory.local_broker import broker_problem
 
 INSPECT_TIMEOUT_S = 1.5
 
@@ -31,6 +29,8 @@ def ask_workers(broker: str, timeout: float = INSPECT_TIMEOUT_S) -> list[dict]:
     app = Celery("factory-status", broker=broker)
     app.conf.update(celery_settings.celery_config(broker))
     try:
+        from factory.celery_worker import STATE_COMMAND
+
         replies = app.control.broadcast(STATE_COMMAND, reply=True, timeout=timeout) or []
     finally:
         app.close()
@@ -50,6 +50,9 @@ def workers_report(
     if not celery_mode_configured(env):
         return None
     broker = celery_settings.broker_url(env)
+    # Imported only in Celery mode: the broker helpers bring the service and registry code.
+    from factory.local_broker import broker_problem
+
     problem = broker_problem(broker, timeout=timeout)
     if problem:
         return {"broker": broker, "error": problem, "pools": {}}
