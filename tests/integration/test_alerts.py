@@ -9,6 +9,7 @@ checked where an executor is really lost: tests/integration/test_executor_loss.p
 
 import json
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 
 import dagster as dg
@@ -19,7 +20,7 @@ from factory.record_store import LocalRecordStore
 from sensors.queue_backlog_sensor import queue_backlog_sensor
 from tests.integration.stores import EXAMPLE, example_store_copy, manifest
 from tests.integration.test_dead_letters import execute_build, unreachable_registry_letter
-from tests.integration.test_queue_metrics import add_run
+from tests.integration.test_queue_metrics import NOW, add_run
 from tests.integration.webhook_receiver import CLOSED_URL, webhook_receiver
 
 pytestmark = pytest.mark.integration
@@ -176,10 +177,17 @@ def test_queue_backlog_alerts_once_until_the_queue_catches_up(instance, receiver
     def tick() -> None:
         queue_backlog_sensor(dg.build_sensor_context(instance=instance))
 
-    add_run(instance, dg.DagsterRunStatus.QUEUED, pool="arm64", created_ago_s=30)
+    def queued(ago_s: float) -> dg.DagsterRun:
+        # add_run counts from the time its module was imported; count from now.
+        drift = (datetime.now(UTC) - NOW).total_seconds()
+        return add_run(
+            instance, dg.DagsterRunStatus.QUEUED, pool="arm64", created_ago_s=ago_s - drift
+        )
+
+    queued(30)
     tick()
     assert receiver.bodies == []  # 30 s is within the limit
-    old = add_run(instance, dg.DagsterRunStatus.QUEUED, pool="arm64", created_ago_s=600)
+    old = queued(600)
     tick()
     tick()  # still backed up: no second alert
     [alert] = receiver.bodies
@@ -192,7 +200,7 @@ def test_queue_backlog_alerts_once_until_the_queue_catches_up(instance, receiver
     assert alert["manifest"] is None and alert["build_id"] is None
     instance.delete_run(old.run_id)
     tick()  # caught up: cleared
-    add_run(instance, dg.DagsterRunStatus.QUEUED, pool="arm64", created_ago_s=900)
+    queued(900)
     tick()
     assert [a["kind"] for a in receiver.bodies] == ["queue_backlog", "queue_backlog"]
 
