@@ -1,7 +1,7 @@
 """Command times against the length of the record history (needs `factory services up`).
 
     .venv/bin/python -m bench.records_scale            # 20,000 records
-    .venv/bin/python -m bench.records_scale --large    # 20,000, then 100,000, and the ratios
+    .venv/bin/python -m bench.records_scale --large    # 20,000 and 100,000, and the ratios
 
 For each size: a synthetic store of about 2,000 manifest x platform combinations, and a history of
 N records (N / combinations builds per combination, one a day, the newest for the current keys so
@@ -9,7 +9,8 @@ the plan says up_to_date; one combination in twenty failed its newest build). Th
 written as files, as years of builds would have left them, then `factory records reindex` indexes
 them (timed: the one-off migration cost). Then each command runs as a user runs it, in its own
 process: `factory plan`, `factory matrix`, `factory status`, `factory gc --dry-run`, and one
-manifest sensor tick that plans every combination (after a fragment change).
+manifest sensor tick that plans every combination (after a fragment change), `--rounds` times
+with the sizes taking turns, so that load from elsewhere falls on both; medians are printed.
 
 Targets: each at most 2 s at 20,000 records, and at most 1.5x that at 100,000.
 """
@@ -17,6 +18,7 @@ Targets: each at most 2 s at 20,000 records, and at most 1.5x that at 100,000.
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -40,7 +42,7 @@ from factory.services import docker_host
 from factory.settings import PROJECT_ROOT, Settings
 from factory.store import load_store
 
-BIN = Path(sys.executable).parent
+FACTORY = str(Path(sys.executable).parent / "factory")
 # 1,143 synthetic manifests make about 2,000 combinations with bench.synthetic's platform sets.
 MANIFESTS = 1143
 TARGET_S = 2.0
@@ -132,107 +134,125 @@ def write_history(store_path: Path, data: Path, total: int) -> tuple[int, int]:
     return written, len(items)
 
 
-def timed_command(args: list[str], env: dict, repeat: int = 3) -> float:
-    """The median wall time of `repeat` runs (the first run also warms the page cache)."""
-    times = []
-    for _ in range(repeat):
-        started = time.perf_counter()
-        done = subprocess.run(
-            args, env=env, capture_output=True, text=True, timeout=1800, check=False
-        )
-        times.append(time.perf_counter() - started)
-        if done.returncode != 0:
-            shown = " ".join(map(str, args[1:]))
-            print(f"  {shown} exited {done.returncode}: {done.stderr[-500:]}")
-    return sorted(times)[len(times) // 2]
+def timed(args: list[str], env: dict, **options) -> tuple[float, str]:
+    """Wall time of one run of a command, and its output."""
+    started = time.perf_counter()
+    done = subprocess.run(
+        args, env=env, capture_output=True, text=True, timeout=1800, check=False, **options
+    )
+    seconds = time.perf_counter() - started
+    if done.returncode != 0:
+        print(f"  {' '.join(map(str, args[1:3]))} exited {done.returncode}: {done.stderr[-500:]}")
+    return seconds, done.stdout
 
 
-def run_size(total: int, work: Path) -> dict:
+def prepare(total: int, work: Path) -> dict:
+    """The synthetic store and history for one size, indexed; its environment."""
     store_path = write_synthetic_store(work / f"store-{total}", MANIFESTS)
     data = work / f"data-{total}"
-    home = data / "dagster"
     started = time.perf_counter()
     records, combinations = write_history(store_path, data, total)
-    figures: dict = {
+    size: dict = {
         "records": records,
         "combinations": combinations,
         "write_files_s": round(time.perf_counter() - started, 1),
+        "store": store_path,
+        "data": data,
+        "env": {
+            **os.environ,
+            # The project's own engine: the bench's data dir has none.
+            "DOCKER_HOST": docker_host(Settings.from_env()),
+            "FACTORY_DATA_DIR": str(data),
+            "DAGSTER_HOME": str(data / "dagster"),
+            "FACTORY_MANIFEST_STORE": str(store_path),
+            "FACTORY_RECORDS_INDEX_URL": "",
+            "FACTORY_S3_BUCKET": "",
+        },
     }
-    env = {
-        **os.environ,
-        # The project's own engine: the bench's data dir has none.
-        "DOCKER_HOST": docker_host(Settings.from_env()),
-        "FACTORY_DATA_DIR": str(data),
-        "DAGSTER_HOME": str(home),
-        "FACTORY_MANIFEST_STORE": str(store_path),
-        "FACTORY_RECORDS_INDEX_URL": "",
-        "FACTORY_S3_BUCKET": "",
-    }
-    factory = str(BIN / "factory")
-    figures["reindex_s"] = timed_command([factory, "records", "reindex"], env, repeat=1)
-    figures["plan_s"] = timed_command([factory, "plan"], env)
-    figures["matrix_s"] = timed_command([factory, "matrix"], env)
-    figures["status_s"] = timed_command([factory, "status"], env)
-    figures["gc_dry_run_s"] = timed_command([factory, "gc", "--dry-run"], env)
+    seconds, _ = timed([FACTORY, "records", "reindex"], size["env"])
+    size["reindex_s"] = round(seconds, 1)
+    # The sensor tick then plans every combination with one fragment changed.
     (store_path.parent / "modules/httpd/0.1.0.Dockerfile").write_text("EXPOSE 8081\n")
-    tick = subprocess.run(
-        [sys.executable, "-c", TICK, str(store_path), str(data), str(home)],
-        env={**env, "PYTHONPATH": str(PROJECT_ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=1800,
-        check=False,
+    return size
+
+
+def measure(size: dict) -> dict[str, float | None]:
+    """Each command once, each in its own process."""
+    env = size["env"]
+    figures: dict[str, float | None] = {}
+    for name, args in COMMAND_ARGS.items():
+        figures[name], _ = timed([FACTORY, *args], env)
+    _, out = timed(
+        [
+            sys.executable,
+            "-c",
+            TICK,
+            str(size["store"]),
+            str(size["data"]),
+            str(size["data"] / "dagster"),
+        ],
+        {**env, "PYTHONPATH": str(PROJECT_ROOT)},
         cwd=PROJECT_ROOT,
     )
-    if tick.returncode != 0:
-        print(f"  sensor tick failed: {tick.stderr[-800:]}")
-        figures["sensor_tick_s"] = None
-    else:
-        figures["sensor_tick_s"] = float(tick.stdout.strip().splitlines()[-1])
+    lines = out.strip().splitlines()
+    figures["sensor_tick_s"] = float(lines[-1]) if lines else None
     return figures
 
 
 COMMANDS = ("plan_s", "matrix_s", "status_s", "gc_dry_run_s", "sensor_tick_s")
+COMMAND_ARGS = {
+    "plan_s": ["plan"],
+    "matrix_s": ["matrix"],
+    "status_s": ["status"],
+    "gc_dry_run_s": ["gc", "--dry-run"],
+}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--large", action="store_true", help="Also 100,000 records, and ratios.")
     parser.add_argument("--records", type=int, default=20_000, help="The first size.")
+    parser.add_argument("--rounds", type=int, default=3, help="Measurements per command.")
     parser.add_argument("--work", type=Path, help="Keep the stores and data here (for profiling).")
     args = parser.parse_args()
-    sizes = [args.records, 100_000] if args.large else [args.records]
-    results = []
+    totals = [args.records, 100_000] if args.large else [args.records]
     with tempfile.TemporaryDirectory(prefix="factory-records-scale-") as tmp:
+        work = Path(tmp)
         if args.work:
             args.work.mkdir(parents=True, exist_ok=True)
-            tmp = str(args.work)
-        for size in sizes:
-            figures = run_size(size, Path(tmp))
-            results.append(figures)
-            print(json.dumps(figures), flush=True)
-            line = ", ".join(
-                f"{name[:-2]} {figures[name]:.2f}s"
-                for name in COMMANDS
-                if figures[name] is not None
-            )
-            print(
-                f"{figures['records']:>7} records ({figures['combinations']} combinations): "
-                f"{line}; reindex {figures['reindex_s']:.1f}s",
-                flush=True,
-            )
-    over = [n for n in COMMANDS if (results[0][n] or 0) > TARGET_S]
+            work = args.work
+        sizes = [prepare(total, work) for total in totals]
+        # Sizes alternate within each round, so that load on the machine falls on both alike.
+        samples: list[dict[str, list[float]]] = [{} for _ in sizes]
+        for _ in range(args.rounds):
+            for size, sample in zip(sizes, samples, strict=True):
+                for name, seconds in measure(size).items():
+                    if seconds is not None:
+                        sample.setdefault(name, []).append(seconds)
+    results = []
+    for size, sample in zip(sizes, samples, strict=True):
+        figures = {k: v for k, v in size.items() if k in ("records", "combinations")}
+        figures |= {"write_files_s": size["write_files_s"], "reindex_s": size["reindex_s"]}
+        figures |= {n: round(statistics.median(sample[n]), 3) for n in COMMANDS if n in sample}
+        results.append(figures)
+        print(json.dumps(figures), flush=True)
+        line = ", ".join(f"{n[:-2]} {figures[n]:.2f}s" for n in COMMANDS if n in figures)
+        print(
+            f"{figures['records']:>7} records ({figures['combinations']} combinations): "
+            f"{line}; reindex {figures['reindex_s']:.1f}s (medians of {args.rounds})",
+            flush=True,
+        )
+    over = [n for n in COMMANDS if results[0].get(n, 0) > TARGET_S]
     verdict = "met" if not over else "missed by " + ", ".join(over)
     print(f"target {TARGET_S:.0f}s at {results[0]['records']}: {verdict}")
     if len(results) == 2:
-        ratios = {
-            n: results[1][n] / results[0][n] for n in COMMANDS if results[0][n] and results[1][n]
-        }
+        ratios = {n: results[1][n] / results[0][n] for n in COMMANDS if n in results[1]}
         print(
             "ratio 100,000 / 20,000: "
             + ", ".join(f"{n[:-2]} {r:.2f}x" for n, r in ratios.items())
             + f" (target {TARGET_RATIO}x or less)"
         )
+    print(f"load average after: {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":
