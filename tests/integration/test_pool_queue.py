@@ -44,11 +44,12 @@ def _max_overlap(intervals: list[tuple[float, float]]) -> int:
 
 
 def _step_interval(instance: dg.DagsterInstance, run_id: str) -> tuple[float, float]:
-    events = instance.all_logs(
-        run_id, of_type={dg.DagsterEventType.STEP_START, dg.DagsterEventType.STEP_SUCCESS}
-    )
+    """When the run's (one) step started and when it succeeded or failed."""
+    ends = {dg.DagsterEventType.STEP_SUCCESS, dg.DagsterEventType.STEP_FAILURE}
+    events = instance.all_logs(run_id, of_type={dg.DagsterEventType.STEP_START, *ends})
     by_type = {e.dagster_event.event_type: e.timestamp for e in events if e.dagster_event}
-    return by_type[dg.DagsterEventType.STEP_START], by_type[dg.DagsterEventType.STEP_SUCCESS]
+    end = next(by_type[t] for t in ends if t in by_type)
+    return by_type[dg.DagsterEventType.STEP_START], end
 
 
 @pytest.fixture

@@ -18,8 +18,10 @@ import dagster as dg
 import pytest
 
 from factory.platforms import BY_NAME
+from factory.pools import pool_limits
 from factory.record_store import LocalRecordStore
 from tests.integration.stores import example_store_copy
+from tests.integration.test_pool_queue import _max_overlap, _step_interval
 from tests.integration.ui_server import UiServer, ui_server
 
 pytestmark = pytest.mark.integration
@@ -73,6 +75,14 @@ def check_queued_and_recorded(server: UiServer, done: subprocess.CompletedProces
             assert instance.get_records_for_run(
                 run_id, of_type=dg.DagsterEventType.PIPELINE_STARTING
             ).records, run_id
+        # The pools' limits (amd64=2, arm64=1) held: at most that many chain steps at once.
+        for pool, limit in pool_limits().items():
+            steps = [
+                _step_interval(instance, run_id)
+                for run_id, run in runs.items()
+                if run.tags["factory/pool"] == pool
+            ]
+            assert _max_overlap(steps) <= limit, (pool, steps)
     records = list(LocalRecordStore(server.data_dir).records())
     by_combination = {(r.manifest_id, r.platform): r for r in records}
     assert {k: r.status for k, r in by_combination.items()} == EXPECTED
