@@ -263,9 +263,7 @@ def records_reindex() -> None:
     except FactoryError as exc:
         raise fail(exc) from None
     skipped = f", {counts['skipped']} unreadable skipped" if counts["skipped"] else ""
-    click.echo(
-        f"indexed {counts['records']} records{skipped} in {time.monotonic() - started:.1f}s"
-    )
+    click.echo(f"indexed {counts['records']} records{skipped} in {time.monotonic() - started:.1f}s")
 
 
 @records.command(name="check")

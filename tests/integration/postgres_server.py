@@ -73,9 +73,7 @@ class PostgresServer:
                 cursor.execute(f'CREATE DATABASE "{name}"')
         finally:
             conn.close()
-        return (
-            f"postgresql+psycopg2://{self.user}:{self.password}@{self.host}:{self.port}/{name}"
-        )
+        return f"postgresql+psycopg2://{self.user}:{self.password}@{self.host}:{self.port}/{name}"
 
 
 def write_production_instance(home: Path, sections: tuple[str, ...] = PRODUCTION_SECTIONS) -> Path:

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.integration
 AMD64 = BY_NAME["linux/amd64"]
 # The fragment uses the secret and, carelessly, prints it: the log must still not show it.
 FRAGMENT = (
-    "RUN --mount=type=secret,id=api_token set -e; : {salt}; t=\"$(cat /run/secrets/api_token)\"; "
+    'RUN --mount=type=secret,id=api_token set -e; : {salt}; t="$(cat /run/secrets/api_token)"; '
     'echo "using token $t"; test "${{#t}}" -gt 20; echo "token checked" > /etc/token-checked\n'
 )
 
@@ -31,9 +31,12 @@ def secret_store(tmp_path):
     fragment = FRAGMENT.format(salt=uuid.uuid4().hex)
     return example_store_copy(
         tmp_path,
-        {"secretive": manifest(fragments={"security": "0.1.0", "core": "0.1.0",
-                                          "withsecret": "0.1.0"})
-         | {"build_secrets": ["api_token"]}},
+        {
+            "secretive": manifest(
+                fragments={"security": "0.1.0", "core": "0.1.0", "withsecret": "0.1.0"}
+            )
+            | {"build_secrets": ["api_token"]}
+        },
         modules={"withsecret": {"0.1.0": {"path": "modules/withsecret/0.1.0.Dockerfile"}}},
         files={"modules/withsecret/0.1.0.Dockerfile": fragment},
     )
@@ -77,7 +80,8 @@ def test_secret_value_appears_nowhere(services, tmp_path, monkeypatch):
     saved = subprocess.run(
         ["/usr/bin/docker", "save", record.image.ref],
         env={"DOCKER_HOST": docker_host(Settings.from_env())},
-        capture_output=True, check=True,
+        capture_output=True,
+        check=True,
     ).stdout
     assert len(saved) > 100_000 and secret.encode() not in saved
 
