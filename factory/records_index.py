@@ -634,18 +634,14 @@ class RecordsIndex:
             conditions.append(r.c.evidence_present == int(evidence_present))
         if quarantined is not None:
             conditions.append(r.c.quarantined == int(quarantined))
-        columns = [
-            r.c.build_id,
-            r.c.manifest_id,
-            r.c.platform,
-            r.c.pool,
-            r.c.status,
-            r.c.build_key,
-            r.c.record_key,
-            r.c.finished_at,
-            r.c.summary_json,
-        ]
-        return [light_record(row) for row in self._rows(columns, conditions, None)]
+        rows = self._rows(self._light_columns(), conditions, None)
+        return [light_record(row) for row in rows]
+
+    def _light_columns(self) -> list:
+        """The columns `light_record` reads."""
+        r = self._records
+        names = ("build_id", "manifest_id", "platform", "pool", "status", "build_key")
+        return [*(r.c[n] for n in names), r.c.record_key, r.c.finished_at, r.c.summary_json]
 
     def newest_summaries(self, manifest_ids: Iterable[str] | None = None) -> list[LightRecord]:
         """The newest record of every combination (of these manifests), light."""
@@ -653,17 +649,7 @@ class RecordsIndex:
 
         self.ensure_current()
         r, latest = self._records, self._latest
-        query = sa.select(
-            r.c.build_id,
-            r.c.manifest_id,
-            r.c.platform,
-            r.c.pool,
-            r.c.status,
-            r.c.build_key,
-            r.c.record_key,
-            r.c.finished_at,
-            r.c.summary_json,
-        ).join(latest, latest.c.build_id == r.c.build_id)
+        query = sa.select(*self._light_columns()).join(latest, latest.c.build_id == r.c.build_id)
         if manifest_ids is not None:
             query = query.where(r.c.manifest_id.in_(sorted(set(manifest_ids))))
         rows = self._sql("read the newest records", lambda conn: list(conn.execute(query)))
