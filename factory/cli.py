@@ -38,6 +38,9 @@ def main() -> None:
     combination that lacks a passing record and prints the compatibility matrix. Open the UI with
     `dagster dev -w workspace.yaml` (DAGSTER_HOME=.factory/dagster).
     """
+    from factory.store_check_cache import enable_writes
+
+    enable_writes()  # the next command reads what this one checked
 
 
 @main.command()

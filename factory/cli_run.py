@@ -6,8 +6,9 @@ already in the Dagster instance and no record arrived since the matrix assets la
 neither Dagster nor a worker.
 """
 
+import contextlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import click
 
@@ -118,98 +119,142 @@ def run_command(manifest_store, manifest_ids, platforms, force, retry_failed, pa
     matrix are printed from the records. Exits 0 when every attempted combination got a record
     (pass or fail), 1 when one could not be recorded.
     """
-    from factory.planning import resolve_base_digests
     from factory.run_state import RunState, combinations_fingerprint
-    from factory.stores import open_record_store
+    from factory.store import load_store
 
     settings = settings_for(manifest_store)
     # The runs execute in worker processes that load the code location from the environment.
     os.environ["FACTORY_MANIFEST_STORE"] = str(settings.manifest_store)
     try:
-        from factory.store import load_store
-
         store = load_store(settings.manifest_store)
-        digests = resolve_base_digests(store, store.combinations())
-        store, index, items = plan_for(
-            settings,
-            manifest_ids=manifest_ids,
-            platforms=platforms,
-            force=force,
-            retry_failed=retry_failed,
-            base_digests=digests,
-        )
-        records = open_record_store(settings)
-        generation = records.index.generation()
-    except (FactoryError, KeyError) as exc:
+    except FactoryError as exc:
         raise fail(exc) from None
-    state = RunState(settings.data_dir, settings.dagster_home)
-    partitions = combinations_fingerprint([(m, p.name) for m, p in store.combinations()])
-    todo = [i for i in items if i.action == "run"]
-    if not todo and state.partitions_synced(partitions) and state.matrix_current(generation):
-        click.echo(f"store {settings.manifest_store}: {len(items)} combinations")
-        _print_skips(items)
-        click.echo(_nothing_to_run_line(items) + "; the matrix is current, no run started")
-        _, index, full = plan_for(
-            settings, manifest_ids=(), platforms=(), force=False, base_digests=digests
-        )
-        _print_matrix_and_publish(store, index, full, published=True, registry=settings.registry)
-        return
-    signing = None
-    if todo:
-        from factory.signing_keys import signing_summary
-
-        try:
-            signing = signing_summary()  # an unusable key stops the run before anything starts
-        except FactoryError as exc:
-            raise fail(exc) from None
-    _DagsterRun(settings, store, items, digests, records, state, force).go(
-        partitions, parallel, signing
+    run = _Run(
+        settings=settings,
+        store=store,
+        state=RunState(settings.data_dir, settings.dagster_home),
+        partitions=combinations_fingerprint([(m, p.name) for m, p in store.combinations()]),
+        force=force,
+        parallel=parallel,
     )
+    run.go(manifest_ids=manifest_ids, platforms=platforms, retry_failed=retry_failed)
 
 
 @dataclass
-class _DagsterRun:
-    """The part of `factory run` that needs Dagster: all of it happens in the workers."""
+class _Run:
+    """One `factory run`: the plan, then either nothing or the Dagster part, all of which
+    happens in the workers (factory_assets/launcher.py)."""
 
     settings: object
     store: object
-    items: list
-    digests: dict
-    records: object
     state: object
+    partitions: str
     force: bool
+    parallel: int
+    items: list = field(default_factory=list)
+    digests: dict = field(default_factory=dict)
+    records: object = None
 
     @property
     def todo(self) -> list:
         return [i for i in self.items if i.action == "run"]
 
-    def go(self, partitions: str, parallel: int, signing: str | None) -> None:
+    def go(self, **selection) -> None:
+        with contextlib.ExitStack() as stack:
+            workers = None
+            if not self.state.partitions_synced(self.partitions):
+                # The store's partitions must reach the instance whatever the plan says, so
+                # Dagster is needed: the workers start now and set the instance up while the
+                # plan is made.
+                workers = stack.enter_context(self._workers(len(self.store.combinations())))
+            generation = self._plan(**selection)
+            if workers is None and not self.todo and self.state.matrix_current(generation):
+                self._nothing_to_do()
+                return
+            signing = self._signing()
+            if workers is None:
+                workers = stack.enter_context(self._workers(len(self.todo)))
+            self._through_dagster(workers, signing)
+
+    def _workers(self, wanted: int):
         from factory_assets.launcher import Workers, prepare_instance
 
         # The workers (and their runs) find the instance here; its dagster.yaml is written by
-        # the first task below, before any run opens it.
+        # their first task, before any run opens it.
         os.environ["DAGSTER_HOME"] = str(self.settings.dagster_home)
-        with Workers(min(parallel, max(1, len(self.todo)))) as workers:
-            try:
-                home, added, removed = workers.call(
-                    prepare_instance, not self.state.partitions_synced(partitions)
-                )
-            except FactoryError as exc:
-                raise fail(exc) from None
-            self.state.record_partitions(partitions)
-            click.echo(
-                f"store {self.settings.manifest_store}: {len(self.items)} combinations "
-                f"(partitions +{added} -{removed}); Dagster instance {home}"
-            )
-            _print_skips(self.items)
-            if signing:
-                click.echo(signing)  # said once per run, not once per build
-            self._run(workers)
+        workers = Workers(min(self.parallel, max(1, wanted)))
+        sync = not self.state.partitions_synced(self.partitions)
+        workers.prepared = workers.pool.submit(prepare_instance, sync)
+        return workers
 
-    def _run(self, workers) -> None:
+    def _plan(self, *, manifest_ids, platforms, retry_failed) -> list:
+        """Plan; return the records index generation."""
+        from factory.planning import resolve_base_digests
+        from factory.stores import open_record_store
+
+        try:
+            self.digests = resolve_base_digests(self.store, self.store.combinations())
+            self.store, _, self.items = plan_for(
+                self.settings,
+                manifest_ids=manifest_ids,
+                platforms=platforms,
+                force=self.force,
+                retry_failed=retry_failed,
+                base_digests=self.digests,
+            )
+            self.records = open_record_store(self.settings)
+            return self.records.index.generation()
+        except (FactoryError, KeyError) as exc:
+            raise fail(exc) from None
+
+    def _full_plan(self):
+        try:
+            _, index, items = plan_for(
+                self.settings,
+                manifest_ids=(),
+                platforms=(),
+                force=False,
+                base_digests=self.digests,
+            )
+        except (FactoryError, KeyError) as exc:
+            raise fail(exc) from None
+        return index, items
+
+    def _nothing_to_do(self) -> None:
+        click.echo(f"store {self.settings.manifest_store}: {len(self.items)} combinations")
+        _print_skips(self.items)
+        click.echo(_nothing_to_run_line(self.items) + "; the matrix is current, no run started")
+        index, items = self._full_plan()
+        _print_matrix_and_publish(
+            self.store, index, items, published=True, registry=self.settings.registry
+        )
+
+    def _signing(self) -> str | None:
+        if not self.todo:
+            return None
+        from factory.signing_keys import signing_summary
+
+        try:
+            return signing_summary()  # an unusable key stops the run before any run starts
+        except FactoryError as exc:
+            raise fail(exc) from None
+
+    def _through_dagster(self, workers, signing: str | None) -> None:
         from factory.record_store import RecordWatcher
         from factory_assets.launcher import materialize_matrix
 
+        try:
+            home, added, removed = workers.prepared.result()
+        except FactoryError as exc:
+            raise fail(exc) from None
+        self.state.record_partitions(self.partitions)
+        click.echo(
+            f"store {self.settings.manifest_store}: {len(self.items)} combinations "
+            f"(partitions +{added} -{removed}); Dagster instance {home}"
+        )
+        _print_skips(self.items)
+        if signing:
+            click.echo(signing)  # said once per run, not once per build
         todo, state, records = self.todo, self.state, self.records
         watcher = RecordWatcher(records)
         outcomes = []
@@ -245,18 +290,9 @@ class _DagsterRun:
                     "materialize; see the compatibility_matrix_job run in the UI",
                     err=True,
                 )
-        try:
-            _, index, fresh = plan_for(
-                self.settings,
-                manifest_ids=(),
-                platforms=(),
-                force=False,
-                base_digests=self.digests,
-            )
-        except (FactoryError, KeyError) as exc:
-            raise fail(exc) from None
+        index, items = self._full_plan()
         _print_matrix_and_publish(
-            self.store, index, fresh, published=matrix_ok, registry=self.settings.registry
+            self.store, index, items, published=matrix_ok, registry=self.settings.registry
         )
         unrecorded = [o for o in outcomes if watcher.record_of(o.run_id) is None]
         if unrecorded:

@@ -268,10 +268,13 @@ class RecordsIndex:
                 # Another layout: the rows are rebuilt from the records into new tables.
                 self._sql("drop old tables", lambda conn: self._meta.drop_all(conn))
             counts = self.reindex()
-            echo(
-                f"records index {redacted(self.url)} was {why}; built it from {location}: "
-                f"{counts['records']} records indexed"
-            )
+            if why == "missing" and not counts["records"]:
+                echo(f"records index created at {redacted(self.url)}")
+            else:
+                echo(
+                    f"records index {redacted(self.url)} was {why}; built it from {location}: "
+                    f"{counts['records']} records indexed"
+                )
             self._checked = True
             return
         self._resolve_pending(echo)

@@ -7,12 +7,18 @@ timeout) and checking code are unchanged gives the same answer, so a pass is wri
 empty file under `<data dir>/cache/store-checks/`, named by the hash of all of that. Only passes
 are kept: a store with problems is checked again and every problem shown each time. A cache that
 cannot be read or written is ignored.
+
+Only the `factory` command writes passes (`enable_writes`), for the next command to read: a
+Dagster process (code server, run, step pod) keeps its passes in memory, and leaves no file on a
+disk that a pod does not share anyway.
 """
 
 import hashlib
 import os
 from functools import cache
 from pathlib import Path
+
+_WRITES = {"enabled": False}
 
 # The modules whose code decides what a store's content may say.
 CHECKING_MODULES = ("render.py", "dockerfile.py", "store.py", "store_check_cache.py")
@@ -28,6 +34,11 @@ def _code_fingerprint() -> str:
         except OSError:
             digest.update(name.encode())
     return digest.hexdigest()
+
+
+def enable_writes() -> None:
+    """Let this process write passes (the `factory` command does, at start)."""
+    _WRITES["enabled"] = True
 
 
 class StoreCheckCache:
@@ -51,7 +62,7 @@ class StoreCheckCache:
         return self.path is not None and os.path.isfile(self.path)
 
     def record_pass(self) -> None:
-        if self.path is None:
+        if self.path is None or not _WRITES["enabled"]:
             return
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)

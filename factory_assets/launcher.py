@@ -181,6 +181,7 @@ class Workers:
 
     def __init__(self, parallel: int):
         self.count = max(1, parallel)
+        self.prepared = None  # the instance set-up's future, when the caller submits one
         self.pool = ProcessPoolExecutor(
             max_workers=self.count,
             mp_context=multiprocessing.get_context("spawn"),

@@ -15,6 +15,7 @@ import pytest
 
 from factory.platforms import BY_NAME
 from factory.records import CompatibilityRecord
+from factory.records_index import open_index
 from factory.s3_record_store import S3RecordStore
 from factory.sbom import validate_sbom
 from factory.verify import verify_build
@@ -75,6 +76,9 @@ def test_record_and_evidence_land_in_the_bucket(services, s3, tmp_path, monkeypa
         "AWS_ACCESS_KEY_ID": ACCESS_KEY_ID,
         "AWS_SECRET_ACCESS_KEY": SECRET_ACCESS_KEY,
         "AWS_REGION": REGION,
+        # The records index is the operator's database (PostgreSQL in production), not the pod's
+        # disk.
+        "FACTORY_RECORDS_INDEX_URL": f"sqlite:///{tmp_path / 'records-index.sqlite'}",
     }.items():
         monkeypatch.setenv(name, value)
     store = example_store_copy(tmp_path, {"s3_e2e": manifest()})
@@ -110,3 +114,7 @@ def test_record_and_evidence_land_in_the_bucket(services, s3, tmp_path, monkeypa
     ]
     assert materialization.metadata["record"].value == records.uri("record", build_id)
     assert sorted(p.name for p in data_dir.iterdir()) == ["work"]
+    # The index row names the record in the bucket.
+    open_index(records, data_dir)
+    assert records.index.record_of_run(result.run_id) == record
+    assert records.index.check().ok
