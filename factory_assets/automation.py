@@ -5,7 +5,12 @@ asset materialize`, `factory submit`); the matrix must not depend on which. Decl
 automation watches the records' materializations instead: `compatibility_matrix` and
 `multiarch_index` are requested when any platform's `compatibility_record` partition was
 materialized, or a build run of one failed (a failing test leaves a `fail` record but no
-materialization), since they were last requested or materialized.
+materialization), since they were last requested.
+
+Since the last *request*, not the last materialization: a record that arrives while a matrix run
+is in progress is not in that run's matrix, yet the run's materialization comes after the record.
+Counting from the materialization would forget the record until the next one arrived; counting from
+the request keeps it, and the next tick after the run asks again.
 
 A burst of records is coalesced: while a matrix run is in progress the condition waits, and the
 next tick requests one run for everything that arrived meanwhile. So 100 records in a burst give
@@ -42,13 +47,14 @@ def _record_failed() -> dg.AutomationCondition:
 
 
 def results_condition() -> dg.AutomationCondition:
-    """New records (materialized, or a failed build) since the asset was last handled, and no
+    """New records (materialized, or a failed build) since the asset was last requested, and no
     run of it in progress."""
     arrived = (
         dg.AutomationCondition.any_deps_updated().with_label("new records materialized")
         | _record_failed()
     )
-    return (arrived.since_last_handled() & ~dg.AutomationCondition.in_progress()).with_label(
+    handled = dg.AutomationCondition.newly_requested() | dg.AutomationCondition.initial_evaluation()
+    return (arrived.since(handled) & ~dg.AutomationCondition.in_progress()).with_label(
         "new compatibility records"
     )
 
