@@ -42,25 +42,36 @@ retry_failed_option = click.option(
 
 
 def plan_for(
-    settings: Settings, *, manifest_ids, platforms, force, retry_failed=False, base_digests=None
+    settings: Settings,
+    *,
+    manifest_ids,
+    platforms,
+    force,
+    retry_failed=False,
+    base_digests=None,
+    store=None,
+    records=None,
 ):
     """The store, the record index and the plan, as `run`, `plan` and `matrix` share them.
 
     The record index comes from the records index (as many rows as combinations, not the
-    history); `base_digests` from an earlier plan saves the registry lookups.
+    history). A caller that plans again passes what it already has: `base_digests` saves the
+    registry lookups, `store` the store's reading and checking, `records` (an opened record
+    store) the index's checks.
     """
     from factory import services as services_module
     from factory.planning import RecordIndex, plan_store
     from factory.store import load_store
     from factory.stores import open_record_store
 
-    store = load_store(settings.manifest_store)
+    store = store or load_store(settings.manifest_store)
     for mid in manifest_ids:
         store.manifest(mid)  # a clear error for an unknown id
     gpu = services_module.gpu_runtime_available(services_module.docker_host(settings))
+    records = records or open_record_store(settings)
     index, items = plan_store(
         store,
-        RecordIndex.from_index(open_record_store(settings).index),
+        RecordIndex.from_index(records.index),
         gpu_available=gpu,
         force=force,
         retry_failed=retry_failed,

@@ -194,15 +194,17 @@ class _Run:
 
         try:
             self.digests = resolve_base_digests(self.store, self.store.combinations())
-            self.store, _, self.items = plan_for(
+            self.records = open_record_store(self.settings)
+            _, _, self.items = plan_for(
                 self.settings,
                 manifest_ids=manifest_ids,
                 platforms=platforms,
                 force=self.force,
                 retry_failed=retry_failed,
                 base_digests=self.digests,
+                store=self.store,
+                records=self.records,
             )
-            self.records = open_record_store(self.settings)
             return self.records.index.generation()
         except (FactoryError, KeyError) as exc:
             raise fail(exc) from None
@@ -215,6 +217,8 @@ class _Run:
                 platforms=(),
                 force=False,
                 base_digests=self.digests,
+                store=self.store,
+                records=self.records,
             )
         except (FactoryError, KeyError) as exc:
             raise fail(exc) from None

@@ -62,6 +62,7 @@ def submit_command(
     daemon of the deployment runs them within its pool limits: make sure one is running
     (`make dev`, or `dagster-daemon run -w workspace.yaml`).
     """
+    from factory.planning import PlanItem
     from factory_assets.submit import SubmitError, parse_url
 
     if url:
@@ -82,7 +83,7 @@ def submit_command(
         raise fail(exc) from None
     todo = sorted(
         (i for i in items if i.action == "run"),
-        key=lambda i: (i.priority != "high", i.manifest_id, i.platform),
+        key=PlanItem.queue_order,
     )
     click.echo(f"store {settings.manifest_store}: {len(items)} combinations, {len(todo)} to run")
     _print_plan(items, todo)

@@ -55,6 +55,10 @@ class PlanItem:
     def as_dict(self) -> dict:
         return asdict(self)
 
+    def queue_order(self) -> tuple[bool, str, str]:
+        """The order runs are started in: high priority first, then manifest and platform."""
+        return (self.priority != "high", self.manifest_id, self.platform)
+
 
 @dataclass
 class RecordIndex:

@@ -697,17 +697,6 @@ class RecordsIndex:
         row = self._sql("read its generation", lambda conn: conn.execute(query).one())
         return [int(row[0]), row[1]]
 
-    def count(self) -> int:
-        import sqlalchemy as sa
-
-        self.ensure_current()
-        return self._sql(
-            "count rows",
-            lambda conn: conn.execute(
-                sa.select(sa.func.count()).select_from(self._records)
-            ).scalar_one(),
-        )
-
 
 def open_index(store: RecordStore, data_dir: Path) -> RecordsIndex:
     """The index for `store`, attached so that `store.write_record` keeps it current."""

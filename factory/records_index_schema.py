@@ -10,6 +10,7 @@ import json
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from urllib.parse import quote
 
@@ -68,6 +69,7 @@ def redacted(url: str) -> str:
         return url.split(":", 1)[0] + ":…"
 
 
+@cache
 def tables():
     """The four tables; built on first use so that importing this module stays cheap."""
     import sqlalchemy as sa

@@ -211,7 +211,7 @@ class Workers:
     ) -> tuple[list[RunOutcome], bool]:
         """Run the items, high priority first; then (`with_matrix`) the matrix assets. Returns
         the outcomes and whether the matrix materialized."""
-        ordered = sorted(items, key=lambda i: (i.priority != "high", i.manifest_id, i.platform))
+        ordered = sorted(items, key=PlanItem.queue_order)
         outcomes = []
         futures = {}
         for item in ordered:

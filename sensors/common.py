@@ -24,10 +24,7 @@ def runnable_items(
         gpu = False  # an engine that does not answer has no GPU runtime we could use
     records = RecordIndex.from_index(record_store.open().index)
     _, items = plan_store(store, records, gpu_available=gpu, base_digests=digests)
-    return sorted(
-        (i for i in items if i.action == "run"),
-        key=lambda i: (i.priority != "high", i.manifest_id, i.platform),
-    )
+    return sorted((i for i in items if i.action == "run"), key=PlanItem.queue_order)
 
 
 def run_request(item: PlanItem) -> dg.RunRequest:

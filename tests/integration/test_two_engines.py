@@ -32,9 +32,8 @@ pytestmark = pytest.mark.integration
 MANIFEST_ID = "llm_factory"  # the example manifest on both arches
 
 
-@pytest.fixture
-def fresh_engine() -> Iterator[str]:
-    """DOCKER_HOST of an extra dockerd with an empty data root, stopped after the test."""
+def _empty_engine() -> Iterator[str]:
+    """DOCKER_HOST of an extra dockerd with an empty data root, stopped afterwards."""
     # Not tmp_path: unix socket paths under pytest's folders get too long.
     tmp = tempfile.mkdtemp(prefix="fx-")
     try:
@@ -42,6 +41,12 @@ def fresh_engine() -> Iterator[str]:
             yield host
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.fixture
+def fresh_engine() -> Iterator[str]:
+    """The engine that builds second, from the registry cache."""
+    yield from _empty_engine()
 
 
 def built_on_main(settings, tmp_path, platform_name: str, *, host: str | None = None) -> BuildState:
@@ -71,13 +76,8 @@ def build_on(host: str, state: BuildState, *, cache_ref: str | None = None):
 
 @pytest.fixture
 def producer_engine() -> Iterator[str]:
-    """A second extra dockerd: the executor that builds and pushes first."""
-    tmp = tempfile.mkdtemp(prefix="fx-")
-    try:
-        with extra_engine(tmp) as host:
-            yield host
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    """The executor that builds and pushes first."""
+    yield from _empty_engine()
 
 
 def test_fresh_engine_gets_every_stable_layer_from_the_registry_cache(
