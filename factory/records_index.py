@@ -105,6 +105,28 @@ def finished_after(window: timedelta) -> str | None:
     return (now - window - timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def _json_or_none(text: str):
+    try:
+        return json.loads(text)
+    except (TypeError, ValueError):
+        return None
+
+
+def _lights(rows) -> list[LightRecord]:
+    """Light records of the rows; a row whose columns are not what the index wrote is skipped
+    with a warning (the index file is a cache anyone could have changed)."""
+    out = []
+    for row in rows:
+        try:
+            out.append(light_record(row))
+        except (TypeError, ValueError, KeyError, IndexError):
+            warn(
+                f"warning: records index row {row.build_id} is not a record; "
+                "run `factory records reindex`"
+            )
+    return out
+
+
 class RecordsIndex:
     """The index of one record store; see the module docstring."""
 
@@ -474,7 +496,7 @@ class RecordsIndex:
             if record is None:
                 report.extra.append(build_id)
                 continue
-            if json.loads(record_json) != record.model_dump(mode="json"):
+            if _json_or_none(record_json) != record.model_dump(mode="json"):
                 report.differ.append(build_id)
             key = (manifest_id, platform)
             if key not in newest or (finished_at, build_id) > newest[key]:
@@ -638,7 +660,7 @@ class RecordsIndex:
         if quarantined is not None:
             conditions.append(r.c.quarantined == int(quarantined))
         rows = self._rows(self._light_columns(), conditions, None)
-        return [light_record(row) for row in rows]
+        return _lights(rows)
 
     def _light_columns(self) -> list:
         """The columns `light_record` reads."""
@@ -656,7 +678,7 @@ class RecordsIndex:
         if manifest_ids is not None:
             query = query.where(r.c.manifest_id.in_(sorted(set(manifest_ids))))
         rows = self._sql("read the newest records", lambda conn: list(conn.execute(query)))
-        return [light_record(row) for row in rows]
+        return _lights(rows)
 
     def manifest_ids(self) -> list[str]:
         """Every manifest that has a record (one row per combination is read)."""
