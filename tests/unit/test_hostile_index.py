@@ -12,7 +12,8 @@ from factory.cli import main
 from factory.record_store import LocalRecordStore
 from factory.records_index import open_index
 from factory.records_index_schema import SQLITE_NAME, URL_ENV
-from factory.run_state import NAME as RUN_STATE, RunState
+from factory.run_state import NAME as RUN_STATE
+from factory.run_state import RunState
 from tests.unit.test_records import make_record
 
 
