@@ -5,7 +5,7 @@ holds every cache ref of the example matrix. So a benchmark starts a temporary `
 on a free loopback port (its namespace starts empty), copies the busybox base into it byte for
 byte (same per-platform digests as the project's), points a copy of the example store at it, and
 runs `factory` with its own data dir and DAGSTER_HOME. Engines come from
-`factory.extra_engine`. Everything started here is stopped by PID.
+`factory.services.extra_engine`. Everything started here is stopped by PID.
 """
 
 import contextlib
@@ -20,11 +20,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from factory.buildlog import matching_steps, run_steps
+from factory.build.buildlog import matching_steps, run_steps
 from factory.errors import FactoryError
-from factory.record_store import LocalRecordStore
-from factory.records import CompatibilityRecord
-from factory.registry import INDEX_TYPES, RegistryClient, split_image
+from factory.records.model import CompatibilityRecord
+from factory.records.store import LocalRecordStore
+from factory.registry.client import INDEX_TYPES, RegistryClient, split_image
 from factory.settings import DEFAULT_REGISTRY, PROJECT_ROOT
 
 EXAMPLE = PROJECT_ROOT / "control_plane" / "data"

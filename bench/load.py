@@ -47,9 +47,10 @@ from pathlib import Path
 import requests
 
 from bench.synthetic import write_synthetic_store
-from factory import dlq, services
 from factory.platforms import BY_NAME
-from factory.registry import RegistryClient
+from factory.records.model import dlq
+from factory.registry.client import RegistryClient
+from factory.services.embedded import embedded as services
 from factory.settings import PROJECT_ROOT, Settings
 
 LOCATION = "factory"
@@ -382,8 +383,8 @@ def _percentile(values: list[float], q: float) -> float:
 def run_load(args: argparse.Namespace, workdir: Path) -> Figures:
     import dagster as dg
 
-    from factory.record_store import LocalRecordStore
-    from factory.store import load_store
+    from factory.records.store import LocalRecordStore
+    from factory.store.load import load_store
     from factory_assets.instance import prepare_dagster_home, sync_partitions
 
     current = Settings.from_env()

@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 from bench.isolated import Workspace, ratio, summarize, workspace
-from factory.extra_engine import extra_engine
+from factory.services.extra_engine import extra_engine
 
 LIGHT = "modules/light/0.1.0.Dockerfile"
 LIGHT_CHANGE = "RUN printf 'FACTORY_LIGHT_BENCH=changed\\n' >> /etc/factory-release\n"

@@ -36,17 +36,17 @@ import time
 from pathlib import Path
 
 from bench.isolated import Workspace, summarize, workspace
-from factory.buildlog import run_steps
-from factory.extra_engine import extra_engine
-from factory.keys import build_key, cache_ref, combination_inputs, image_ref
-from factory.planning import resolve_base_digests
-from factory.render import render_dockerfile
-from factory.store import load_store
+from factory.build.buildlog import run_steps
+from factory.plan.decisions import resolve_base_digests
+from factory.services.extra_engine import extra_engine
+from factory.store.keys import build_key, cache_ref, combination_inputs, image_ref
+from factory.store.load import load_store
+from factory.store.render import render_dockerfile
 
 FACTORY = Path(sys.executable).parent / "factory"
 RUN_LINE_RE = re.compile(r"^\[\d+/\d+\] .* in ([\d.]+)s\b", re.MULTILINE)
 
-# The same limits as factory.engine.Engine.run_suite.
+# The same limits as factory.build.engine.Engine.run_suite.
 COMBINATION_SH = r"""#!/bin/bash
 # One combination: build (BuildKit, inline cache), push image and cache ref, run each suite.
 set -u

@@ -8,7 +8,7 @@ workspaces (bench/isolated.py), so no manifest has a cache ref of its own yet:
 
 - without prewarm: every combination is built on its own fresh engine, importing only its own
   (absent) cache ref and the (absent) stack ref;
-- with prewarm: `factory.prewarm.prewarm` pushes the stack refs first (from another fresh
+- with prewarm: `factory.build.prewarm.prewarm` pushes the stack refs first (from another fresh
   engine), then every combination is built the same way.
 
 Reported: stable (security/core) and all RUN steps cached, and build + push seconds summed.
@@ -23,15 +23,15 @@ import time
 from pathlib import Path
 
 from bench.isolated import Workspace, ratio, workspace
-from factory.buildlog import cache_imports, matching_steps, run_steps
-from factory.engine import Engine
-from factory.extra_engine import extra_engine
-from factory.keys import build_key, cache_ref, combination_inputs, image_ref
-from factory.planning import resolve_base_digests
+from factory.build.buildlog import cache_imports, matching_steps, run_steps
+from factory.build.engine import Engine
+from factory.build.prewarm import prewarm, stack_cache_ref_for
+from factory.plan.decisions import resolve_base_digests
 from factory.platforms import PLATFORMS
-from factory.prewarm import prewarm, stack_cache_ref_for
-from factory.render import render_dockerfile
-from factory.store import load_store
+from factory.services.extra_engine import extra_engine
+from factory.store.keys import build_key, cache_ref, combination_inputs, image_ref
+from factory.store.load import load_store
+from factory.store.render import render_dockerfile
 
 
 def first_builds(ws: Workspace, tmp: Path) -> list[dict]:

@@ -27,9 +27,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from bench.synthetic import write_synthetic_store
-from factory.planning import RecordIndex, plan, resolve_base_digests
-from factory.record_store import LocalRecordStore
-from factory.records import (
+from factory.plan.decisions import RecordIndex, plan, resolve_base_digests
+from factory.records.model import (
     CacheInfo,
     CompatibilityRecord,
     DagsterRef,
@@ -38,9 +37,10 @@ from factory.records import (
     ImageInfo,
     SuiteResult,
 )
-from factory.services import docker_host
+from factory.records.store import LocalRecordStore
+from factory.services.embedded import docker_host
 from factory.settings import PROJECT_ROOT, Settings
-from factory.store import load_store
+from factory.store.load import load_store
 
 FACTORY = str(Path(sys.executable).parent / "factory")
 # 1,143 synthetic manifests make about 2,000 combinations with bench.synthetic's platform sets.

@@ -17,10 +17,10 @@ from pathlib import Path
 import dagster as dg
 
 from bench.synthetic import write_synthetic_store
-from factory.planning import RecordIndex, plan, resolve_base_digests
-from factory.record_store import LocalRecordStore
-from factory.records import CompatibilityRecord, utc_now
-from factory.store import load_store
+from factory.plan.decisions import RecordIndex, plan, resolve_base_digests
+from factory.records.model import CompatibilityRecord, utc_now
+from factory.records.store import LocalRecordStore
+from factory.store.load import load_store
 from resources import DockerBuilder, ManifestStore, RecordStore
 from sensors import manifest_change_sensor
 

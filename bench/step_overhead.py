@@ -38,9 +38,9 @@ import time
 from pathlib import Path
 
 from bench.isolated import workspace
-from factory.extra_engine import extra_engine
+from factory.services.extra_engine import extra_engine
 from factory.settings import PROJECT_ROOT
-from factory.store import load_store
+from factory.store.load import load_store
 
 OLD_COMMIT = "15eb269"
 SHAPES = ("five_steps", "one_step")
@@ -58,7 +58,7 @@ from dagster._core.definitions.reconstruct import ReconstructableRepository
 
 import factory_assets
 from factory.settings import Settings
-from factory.store import load_store
+from factory.store.load import load_store
 from factory_assets.instance import sync_partitions
 from factory_assets.jobs import build_job_name
 

@@ -24,7 +24,7 @@ sys.path.insert(0, str(PROJECT_ROOT))  # for tests.integration.ui_server
 
 from playwright.sync_api import Page, expect, sync_playwright  # noqa: E402
 
-from factory import services  # noqa: E402
+from factory.services import embedded as services  # noqa: E402
 from factory.settings import DEFAULT_MANIFEST_STORE, Settings  # noqa: E402
 from tests.integration.ui_server import BIN, launch_chromium, ui_server  # noqa: E402
 

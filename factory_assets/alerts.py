@@ -1,5 +1,5 @@
 """Alerts from the places things happen: the chain step (regression, cache ratio) and sensors
-(dead letters, lost executors, queue backlog); the rules are in `factory.alert_conditions`.
+(dead letters, lost executors, queue backlog); the rules are in `factory.report.alert_conditions`.
 
 The latches live in the Dagster instance's key-value store (the run storage's cursor table), which
 every run worker, daemon and host of a deployment shares, so a condition alerts once wherever it
@@ -12,7 +12,14 @@ from datetime import timedelta
 
 import dagster as dg
 
-from factory.alert_conditions import (
+from factory.env_numbers import env_int
+from factory.errors import FactoryError
+from factory.platforms import PLATFORMS
+from factory.records.dlq import DeadLetter
+from factory.records.index import finished_after
+from factory.records.model import CompatibilityRecord
+from factory.records.store import RecordStore as Store
+from factory.report.alert_conditions import (
     Latch,
     cache_ratio,
     cache_ratio_alert,
@@ -20,16 +27,9 @@ from factory.alert_conditions import (
     regression_alert,
     stable_cache_counts,
 )
-from factory.alerts import Alert, AlertSettings, send
-from factory.dlq import DeadLetter
-from factory.env_numbers import env_int
-from factory.errors import FactoryError
-from factory.platforms import PLATFORMS
-from factory.record_store import RecordStore as Store
-from factory.records import CompatibilityRecord
-from factory.records_index import finished_after
+from factory.report.alerts import Alert, AlertSettings, send
 from factory.settings import SettingsError
-from factory.store import LoadedStore
+from factory.store.load import LoadedStore
 from factory_assets.run_pool import run_combination
 
 # How far back a pool's last N builds are looked for.

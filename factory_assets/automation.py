@@ -16,7 +16,8 @@ A burst of records is coalesced: while a matrix run is in progress the condition
 next tick requests one run for everything that arrived meanwhile. So 100 records in a burst give
 about one matrix run per tick of `results_automation_sensor`, not 100.
 
-The publish gate is the asset's own (`factory.publish.publish_plan`): an index is published only
+The publish gate is the asset's own (`factory.registry.publish.publish_plan`): an index is
+published only
 when every listed platform passed for its current keys; automation only decides when it looks.
 """
 

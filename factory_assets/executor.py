@@ -7,7 +7,8 @@ With `FACTORY_EXECUTOR=celery` (several hosts) it is dagster-celery's executor: 
 its pool's Celery queue (the `dagster-celery/queue` op tag every chain carries: `amd64`, `arm64`,
 `gpu`), where a `factory worker --pool P` on a host of that pool takes it. The broker and result
 backend come from FACTORY_CELERY_BROKER / FACTORY_CELERY_BACKEND, the Celery settings from
-`factory.celery_settings` (shared with the workers). dagster-celery computes a task's priority as
+`factory.workers.celery_settings` (shared with the workers). dagster-celery computes a task's
+priority as
 "higher runs sooner", which is RabbitMQ's order but the reverse of Redis's; this executor submits
 each step with the priority `celery_priority` derives from the run's `dagster/priority` tag (10 for
 high-priority manifests) for the broker in use, so high priority is served first on both.
@@ -30,8 +31,8 @@ from typing import Any
 
 import dagster as dg
 
-from factory import celery_settings
 from factory.errors import FactoryError
+from factory.workers import celery_settings
 
 ENV_VAR = "FACTORY_EXECUTOR"
 EXECUTORS = ("multiprocess", "in_process", "celery", "k8s")

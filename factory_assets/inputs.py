@@ -8,7 +8,7 @@ the affected partitions of the chain stale.
 
 import dagster as dg
 
-from factory.planning import RecordIndex, plan, resolve_base_digests
+from factory.plan.decisions import RecordIndex, plan, resolve_base_digests
 from factory.platforms import PLATFORMS, Platform
 from factory_assets.partitions import PARTITIONS
 from resources import ManifestStore

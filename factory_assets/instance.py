@@ -9,7 +9,7 @@ import yaml
 
 from factory.platforms import PLATFORMS
 from factory.settings import PROJECT_ROOT, Settings
-from factory.store import LoadedStore
+from factory.store.load import LoadedStore
 from factory_assets.partitions import PARTITIONS
 from factory_assets.pools import apply_pool_limits
 

@@ -13,7 +13,7 @@ import os
 
 import dagster as dg
 
-from factory.planning import PlanItem
+from factory.plan.decisions import PlanItem
 from factory.platforms import PLATFORMS, Platform
 from factory_assets.partitions import PARTITIONS
 from factory_assets.platforms import k8s_op_tags

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 
-from factory.planning import PlanItem
+from factory.plan.decisions import PlanItem
 from factory.platforms import platform as lookup_platform
 from factory_assets.jobs import build_job_name, run_tags
 from factory_assets.platform_chain import chain_step_name
@@ -162,7 +162,7 @@ def prepare_instance(sync: bool) -> tuple[str, int, int]:
     """In a worker: DAGSTER_HOME's dagster.yaml and pool limits, and (with `sync`) the store's
     partitions. Returns (home, partitions added, removed)."""
     from factory.settings import Settings
-    from factory.store import load_store
+    from factory.store.load import load_store
     from factory_assets.instance import prepare_dagster_home, sync_partitions
 
     settings = Settings.from_env()

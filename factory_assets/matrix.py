@@ -6,12 +6,12 @@ from pathlib import Path
 import dagster as dg
 
 from factory.errors import FactoryError
-from factory.matrix import history, matrix_cells, matrix_table
-from factory.metrics import DEFAULT_WINDOW
-from factory.planning import RecordIndex, plan_store
+from factory.plan.decisions import RecordIndex, plan_store
 from factory.platforms import PLATFORMS
-from factory.records_index import finished_after
-from factory.store import LoadedStore
+from factory.records.index import finished_after
+from factory.report.matrix import history, matrix_cells, matrix_table
+from factory.report.metrics import DEFAULT_WINDOW
+from factory.store.load import LoadedStore
 from factory_assets.automation import RESULTS_CONDITION
 from factory_assets.queue_metrics import queue_metadata, status_report
 from resources import DockerBuilder, ManifestStore, RecordStore
@@ -36,7 +36,7 @@ def current_plan(
 ):
     """(index, plan items) — or the index alone when the registry or engine does not answer, so
     the matrix still shows the records (without marking stale cells). `records_index` is the
-    record store's `factory.records_index.RecordsIndex`: rows per combination, not history."""
+    record store's `factory.records.index.RecordsIndex`: rows per combination, not history."""
     try:
         gpu = docker_builder.gpu_available()
         return plan_store(store, RecordIndex.from_index(records_index), gpu_available=gpu)

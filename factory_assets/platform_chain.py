@@ -19,10 +19,8 @@ from typing import NoReturn
 
 import dagster as dg
 
-from factory.errors import FactoryError, NoExecutorError, ServiceError
-from factory.executor_identity import current_identity
-from factory.keys import BUILD_RECIPE_VERSION
-from factory.pipeline import (
+from factory.build.executor_identity import current_identity
+from factory.build.pipeline import (
     BuildState,
     Services,
     StateError,
@@ -33,8 +31,10 @@ from factory.pipeline import (
     record_success,
     run_tests,
 )
+from factory.build.step_guard import die_with_parent
+from factory.errors import FactoryError, NoExecutorError, ServiceError
 from factory.platforms import Platform
-from factory.step_guard import die_with_parent
+from factory.store.keys import BUILD_RECIPE_VERSION
 from factory_assets.alerts import alert_after_record
 from factory_assets.inputs import inputs_key
 from factory_assets.partitions import PARTITIONS

@@ -5,8 +5,8 @@ it. Step pods of `k8s_job_executor` read only op tags, so placement lives on the
 goes for dagster-celery, which routes a step by its `dagster-celery/queue` op tag: the pool's name.
 """
 
-from factory.celery_settings import QUEUE_TAG, queue_for_pool
 from factory.platforms import PLATFORMS, Platform
+from factory.workers.celery_settings import QUEUE_TAG, queue_for_pool
 
 __all__ = ["PLATFORMS", "Platform", "celery_op_tags", "chain_op_tags", "k8s_op_tags"]
 

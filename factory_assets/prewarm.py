@@ -12,9 +12,9 @@ import time
 
 import dagster as dg
 
+from factory.build.prewarm import StackBuild, prewarm
 from factory.errors import FactoryError
 from factory.platforms import PLATFORMS, Platform
-from factory.prewarm import StackBuild, prewarm
 from factory_assets.platforms import k8s_op_tags
 from resources import DockerBuilder, ManifestStore, Registry
 

@@ -3,7 +3,7 @@
 import dagster as dg
 
 from factory.errors import FactoryError
-from factory.publish import publish, publish_plan
+from factory.registry.publish import publish, publish_plan
 from factory_assets.automation import RESULTS_CONDITION
 from factory_assets.matrix import RECORD_DEPS, current_plan
 from resources import DockerBuilder, ManifestStore, RecordStore, Registry

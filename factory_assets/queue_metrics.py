@@ -19,10 +19,10 @@ from pathlib import Path
 
 import dagster as dg
 
-from factory.metrics import DEFAULT_WINDOW, build_metrics, build_report
 from factory.platforms import BY_NAME, PLATFORMS
-from factory.record_store import LocalRecordStore
-from factory.records import CompatibilityRecord
+from factory.records.model import CompatibilityRecord
+from factory.records.store import LocalRecordStore
+from factory.report.metrics import DEFAULT_WINDOW, build_metrics, build_report
 from factory_assets.run_pool import untagged_runs
 
 POOL_TAG = "factory/pool"
@@ -268,8 +268,8 @@ def _window_text(window_s: float | None) -> str:
 
 def format_status(report: dict) -> str:
     """`status_report` as text tables: queues per pool, Celery workers per pool (when the report
-    has them, see `factory.celery_inspect`), then builds by pool and by platform."""
-    from factory.celery_inspect import format_workers
+    has them, see `factory.workers.celery_inspect`), then builds by pool and by platform."""
+    from factory.workers.celery_inspect import format_workers
 
     lines = [f"Queues at {report['generated_at']}"]
     queue_rows = [

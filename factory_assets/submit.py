@@ -23,7 +23,7 @@ from gql.transport.requests import RequestsHTTPTransport
 from graphql import ExecutionResult, print_ast
 
 from factory.errors import FactoryError
-from factory.planning import PlanItem
+from factory.plan.decisions import PlanItem
 from factory.platforms import platform as lookup_platform
 from factory_assets.jobs import build_job_name, run_tags
 from factory_assets.partitions import partitions_name

@@ -2,8 +2,8 @@
 
 import dagster as dg
 
-from factory import services
-from factory.engine import Engine
+from factory.build.engine import Engine
+from factory.services import embedded as services
 from factory.settings import Settings
 
 

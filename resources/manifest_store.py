@@ -4,7 +4,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from factory.store import LoadedStore, load_store
+from factory.store.load import LoadedStore, load_store
 
 
 class ManifestStore(dg.ConfigurableResource):

@@ -1,19 +1,19 @@
 """The record store resources: records, errors and evidence, written once per build_id.
 
 `RecordStore` keeps them in a local data dir (the embedded default); `S3RecordStoreResource`
-keeps them in an S3 bucket (production). Both open a `factory.record_store.RecordStore` with the
+keeps them in an S3 bucket (production). Both open a `factory.records.store.RecordStore` with the
 same interface and key layout, and both have the local `work_dir` test scripts are staged in, so
 the assets take either under the `record_store` key. `record_store_selection` picks one from the
-environment. Either comes with its records index attached (factory/records_index.py).
+environment. Either comes with its records index attached (factory/records/index.py).
 """
 
 from pathlib import Path
 
 import dagster as dg
 
-from factory import record_store
-from factory.records_index import open_index
-from factory.s3_record_store import S3RecordStore
+from factory.records import store as record_store
+from factory.records.index import open_index
+from factory.records.s3_store import S3RecordStore
 
 
 class RecordStore(dg.ConfigurableResource):

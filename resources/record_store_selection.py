@@ -11,7 +11,7 @@ import os
 
 import dagster as dg
 
-from factory.s3_record_store import BUCKET_ENV, ENDPOINT_ENV, PREFIX_ENV
+from factory.records.s3_store import BUCKET_ENV, ENDPOINT_ENV, PREFIX_ENV
 from factory.settings import Settings
 from resources.record_store import RecordStore, S3RecordStoreResource
 

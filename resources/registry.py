@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from factory.registry import RegistryClient
+from factory.registry.client import RegistryClient
 
 
 class Registry(dg.ConfigurableResource):

@@ -7,10 +7,10 @@ architecture is pushed), so an arm64 refresh never rebuilds amd64.
 import dagster as dg
 
 from factory.errors import FactoryError, StoreError
-from factory.planning import resolve_base_digests
+from factory.plan.decisions import resolve_base_digests
+from factory.plan.ticks import Cursor, fingerprint, max_run_requests, next_slice, sensor_interval_s
 from factory.platforms import platform as lookup_platform
-from factory.store import LoadedStore
-from factory.ticks import Cursor, fingerprint, max_run_requests, next_slice, sensor_interval_s
+from factory.store.load import LoadedStore
 from factory_assets.jobs import BUILD_JOBS
 from resources import DockerBuilder, ManifestStore, RecordStore
 from sensors.common import observation, run_request, runnable_items

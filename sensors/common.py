@@ -3,9 +3,9 @@
 import dagster as dg
 
 from factory.errors import FactoryError
-from factory.planning import PlanItem, RecordIndex, plan_store
+from factory.plan.decisions import PlanItem, RecordIndex, plan_store
 from factory.platforms import platform as lookup_platform
-from factory.store import LoadedStore
+from factory.store.load import LoadedStore
 from factory_assets.inputs import inputs_key
 from factory_assets.jobs import build_job_name, run_tags
 from resources import DockerBuilder, RecordStore

@@ -1,4 +1,4 @@
-"""Dead letters: a build run that failed for good gets `dlq/<key>.json` (see `factory.dlq`).
+"""Dead letters: a build run that failed for good gets `dlq/<key>.json` (see `factory.records.dlq`).
 
 A run-failure sensor rather than code in the assets, because a run can fail where no asset code
 runs (the run worker dies, a step fails before it could record anything), and because only after
@@ -16,11 +16,11 @@ from datetime import UTC, datetime
 
 import dagster as dg
 
-from factory import dlq
 from factory.errors import FactoryError
 from factory.platforms import PLATFORMS, Platform
-from factory.record_store import RecordStore as Store
-from factory.records import CompatibilityRecord
+from factory.records import dlq
+from factory.records.model import CompatibilityRecord
+from factory.records.store import RecordStore as Store
 from factory_assets.alerts import alert_dead_letter
 from factory_assets.jobs import BUILD_JOBS
 from factory_assets.platform_chain import STAGE_OF_ASSET

@@ -8,7 +8,7 @@ retried or not, once: a run fails once.
 
 import dagster as dg
 
-from factory.alerts import send
+from factory.report.alerts import send
 from factory_assets.alerts import alert_interval_s, alert_settings, executor_lost_alert
 from sensors.dead_letter_sensor import is_build_run
 

@@ -3,8 +3,8 @@
 import dagster as dg
 
 from factory.errors import FactoryError, StoreError
-from factory.planning import resolve_base_digests
-from factory.ticks import Cursor, max_run_requests, next_slice, sensor_interval_s
+from factory.plan.decisions import resolve_base_digests
+from factory.plan.ticks import Cursor, max_run_requests, next_slice, sensor_interval_s
 from factory_assets.instance import partition_requests
 from factory_assets.jobs import BUILD_JOBS
 from resources import DockerBuilder, ManifestStore, RecordStore

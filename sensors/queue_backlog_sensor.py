@@ -9,8 +9,8 @@ from datetime import UTC, datetime
 
 import dagster as dg
 
-from factory.alert_conditions import queue_backlog_alert
-from factory.alerts import send
+from factory.report.alert_conditions import queue_backlog_alert
+from factory.report.alerts import send
 from factory_assets.alerts import alert_interval_s, alert_settings, instance_latch
 from factory_assets.queue_metrics import pool_queue, pools
 

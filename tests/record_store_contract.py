@@ -12,8 +12,8 @@ import threading
 import pytest
 
 from factory.errors import RecordExistsError
-from factory.record_store import LAYOUT, RecordStore, json_bytes
-from factory.records import new_build_id
+from factory.records.model import new_build_id
+from factory.records.store import LAYOUT, RecordStore, json_bytes
 from tests.unit.test_records import make_record
 
 WRITERS = 20

@@ -9,8 +9,8 @@ import threading
 
 import pytest
 
-from factory.record_store import LocalRecordStore
-from factory.records_index import RecordsIndex, open_index
+from factory.records.index import RecordsIndex, open_index
+from factory.records.store import LocalRecordStore
 from tests.unit.test_records import make_record
 
 KEY = "%064x"

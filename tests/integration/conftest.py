@@ -7,7 +7,7 @@ when they already run.
 
 import pytest
 
-from factory import services as local_services
+from factory.services import embedded as local_services
 from factory.settings import Settings
 
 

@@ -25,7 +25,7 @@ from dagster._grpc.types import ExecuteRunArgs, ExecuteStepArgs
 
 from factory.platforms import platform as lookup_platform
 from factory.settings import PROJECT_ROOT, Settings
-from factory.store import load_store
+from factory.store.load import load_store
 from factory_assets.instance import sync_partitions
 from factory_assets.jobs import build_job_name
 from factory_assets.platform_chain import chain_step_name

@@ -16,7 +16,7 @@ import dagster as dg
 import pytest
 
 from factory.platforms import BY_NAME
-from factory.record_store import LocalRecordStore
+from factory.records.store import LocalRecordStore
 from sensors.queue_backlog_sensor import queue_backlog_sensor
 from tests.integration.stores import EXAMPLE, example_store_copy, manifest
 from tests.integration.test_dead_letters import execute_build, unreachable_registry_letter
@@ -217,7 +217,7 @@ def test_queue_backlog_alerts_once_until_the_queue_catches_up(instance, receiver
     ],
 )
 def test_bad_alert_settings_name_the_variable(monkeypatch, name, value, words):
-    from factory.alerts import AlertSettings
+    from factory.report.alerts import AlertSettings
     from factory.settings import SettingsError
 
     monkeypatch.setenv("FACTORY_ALERT_WEBHOOK_URL", "http://127.0.0.1:9/x")
@@ -229,7 +229,7 @@ def test_bad_alert_settings_name_the_variable(monkeypatch, name, value, words):
 
 def test_webhook_answers_never_raise(receiver):
     """Error statuses are retried then logged; nothing raises whatever the endpoint answers."""
-    from factory.alerts import Alert, AlertSettings, send
+    from factory.report.alerts import Alert, AlertSettings, send
 
     lines: list[str] = []
     settings = AlertSettings(webhook_url=receiver.url, retries=1, retry_delay_s=0.0)

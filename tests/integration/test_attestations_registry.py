@@ -15,7 +15,10 @@ from datetime import UTC, datetime
 import pytest
 from click.testing import CliRunner
 
-from factory.attestation import (
+from factory.cli.main import main
+from factory.records.retention import GcPlan, ManifestDeletion, apply_gc
+from factory.registry.client import OCI_INDEX, OCI_MANIFEST, RegistryClient, split_reference
+from factory.supply_chain.attestation import (
     DSSE_MEDIA_TYPE,
     Referrer,
     fallback_tag,
@@ -23,12 +26,9 @@ from factory.attestation import (
     plan_referrer_gc,
     verify_image,
 )
-from factory.cli import main
-from factory.dsse import parse_envelope
-from factory.registry import OCI_INDEX, OCI_MANIFEST, RegistryClient, split_reference
-from factory.retention import GcPlan, ManifestDeletion, apply_gc
-from factory.signing_keys import generate_key_pair, load_public_key
-from factory.verify import verify_build
+from factory.supply_chain.dsse import parse_envelope
+from factory.supply_chain.signing_keys import generate_key_pair, load_public_key
+from factory.supply_chain.verify import verify_build
 from tests.integration.stores import example_store_copy, manifest
 from tests.integration.test_pipeline import materialize
 
@@ -123,7 +123,7 @@ def test_passing_build_is_attested_and_verifies_from_the_registry_alone(
 
 
 def _store(tmp_path):
-    from factory.record_store import LocalRecordStore
+    from factory.records.store import LocalRecordStore
 
     return LocalRecordStore(tmp_path / "data")
 
@@ -143,7 +143,7 @@ def _push_artifact(client, repository, artifact: dict, envelope: bytes) -> Refer
         "layers": [{"mediaType": DSSE_MEDIA_TYPE, "digest": digest, "size": len(envelope)}],
     }
     body = json.dumps(artifact).encode()
-    from factory.registry import sha256_digest
+    from factory.registry.client import sha256_digest
 
     manifest_digest = client.put_manifest(repository, sha256_digest(body), OCI_MANIFEST, body)
     return Referrer(

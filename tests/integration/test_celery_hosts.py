@@ -1,8 +1,11 @@
 """Celery mode on several "hosts": real broker, PostgreSQL, moto S3, registry, qemu, engines.
 
-Each host is its own dockerd (`factory.extra_engine`) and each worker a real `factory worker`
-subprocess with its own data dir and DAGSTER_HOME (PostgreSQL, deploy/dagster.yaml's storage).
-The broker is Redis, started by the project's own code (`factory.local_broker.broker_up`) on a
+Each host is its own dockerd (`factory.services.extra_engine`) and each worker a real `factory
+worker`
+subprocess with its own data dir and DAGSTER_HOME (PostgreSQL, deploy/dagster.yaml's
+storage).
+The broker is Redis, started by the project's own code (`factory.services.local_broker.broker_up`)
+on a
 free loopback port, and stopped by its recorded PID. Workers share only the registry, PostgreSQL
 and the S3 bucket. The slow set-up is done once for the module; the tests run in file order:
 
@@ -30,13 +33,13 @@ from pathlib import Path
 
 import pytest
 
-from factory.celery_inspect import ask_workers
-from factory.extra_engine import start_extra_engine, stop_extra_engine
-from factory.local_broker import broker_up
-from factory.processes import is_running, read_state, stop
-from factory.records import CompatibilityRecord
-from factory.s3_record_store import S3RecordStore
-from factory.service_state import ServicePaths
+from factory.records.model import CompatibilityRecord
+from factory.records.s3_store import S3RecordStore
+from factory.services.extra_engine import start_extra_engine, stop_extra_engine
+from factory.services.local_broker import broker_up
+from factory.services.processes import is_running, read_state, stop
+from factory.services.state import ServicePaths
+from factory.workers.celery_inspect import ask_workers
 from tests.integration.postgres_server import postgres_server, write_production_instance
 from tests.integration.s3_server import (
     ACCESS_KEY_ID,

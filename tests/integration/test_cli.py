@@ -9,8 +9,8 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from factory.record_store import LocalRecordStore
-from factory.services import docker_host
+from factory.records.store import LocalRecordStore
+from factory.services.embedded import docker_host
 from factory.settings import PROJECT_ROOT, Settings
 from tests.integration.stores import example_store_copy, manifest
 

@@ -16,7 +16,7 @@ from urllib.parse import urlparse
 
 import pytest
 
-from factory.records import CompatibilityRecord
+from factory.records.model import CompatibilityRecord
 from tests.integration.stores import example_store_copy, manifest
 
 pytestmark = pytest.mark.integration

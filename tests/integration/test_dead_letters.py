@@ -15,10 +15,10 @@ import dagster as dg
 import pytest
 from click.testing import CliRunner
 
-from factory.cli_dlq import dlq_group
+from factory.cli.dlq import dlq_group
 from factory.platforms import BY_NAME
-from factory.record_store import LocalRecordStore
-from factory.services import docker_host
+from factory.records.store import LocalRecordStore
+from factory.services.embedded import docker_host
 from factory_assets.jobs import BUILD_JOBS, build_job_name
 from factory_assets.partitions import partitions_name
 from factory_assets.platform_chain import build_platform_chain

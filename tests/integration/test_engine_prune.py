@@ -15,9 +15,9 @@ import uuid
 import pytest
 from click.testing import CliRunner
 
-from factory.cli_gc import gc_command
-from factory.engine import Engine
-from factory.extra_engine import extra_engine
+from factory.build.engine import Engine
+from factory.cli.gc import gc_command
+from factory.services.extra_engine import extra_engine
 
 pytestmark = pytest.mark.integration
 

@@ -23,7 +23,7 @@ attempt (no record, error file, evidence or temp file).
 
 The combination is one step (the chain). The multiprocess executor runs it in a child of the
 run worker, and a child left running would finish the chain and write a record beside the
-retry's; the step arms `PR_SET_PDEATHSIG` (factory/step_guard.py), so it dies with its worker.
+retry's; the step arms `PR_SET_PDEATHSIG` (factory/build/step_guard.py), so it dies with its worker.
 The test checks that the step processes are gone and that the killed run logged no step success
 after it was failed. The record names the retry: the run that finished the attempt.
 """
@@ -42,11 +42,11 @@ import dagster as dg
 import pytest
 import yaml
 
-from factory import services as local_services
-from factory.record_store import LAYOUT, LocalRecordStore
-from factory.records import CompatibilityRecord
+from factory.records.model import CompatibilityRecord
+from factory.records.store import LAYOUT, LocalRecordStore
+from factory.services import embedded as local_services
 from factory.settings import PROJECT_ROOT
-from factory.verify import verify_build
+from factory.supply_chain.verify import verify_build
 from factory_assets.instance import INSTANCE_CONFIG
 from factory_assets.partitions import partitions_name
 from factory_assets.pools import apply_pool_limits

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from factory.engine import Engine
-from factory.extra_engine import mount_points_under, start_extra_engine, stop_extra_engine
-from factory.services import docker_host
+from factory.build.engine import Engine
+from factory.services.embedded import docker_host
+from factory.services.extra_engine import mount_points_under, start_extra_engine, stop_extra_engine
 
 pytestmark = pytest.mark.integration
 

@@ -2,7 +2,8 @@
 
 Garbage collection is never run on the shared registry at 127.0.0.1:5000: it is serving other
 tests and builds, and collecting under a running registry can corrupt their images (see
-`factory.retention`). The blob test starts its own `docker-registry` on a free loopback port with
+`factory.records.retention`). The blob test starts its own `docker-registry` on a free loopback
+port with
 its own storage, stops it to collect, restarts it to check what is left, and stops it by its PID.
 """
 
@@ -24,13 +25,13 @@ import dagster as dg
 import pytest
 from click.testing import CliRunner
 
-from factory.cli_gc import gc_command
+from factory.cli.gc import gc_command
 from factory.errors import ServiceError
-from factory.record_store import LocalRecordStore
-from factory.records import CompatibilityRecord, EvidenceRef, ImageInfo
-from factory.registry import RegistryClient
-from factory.retention import apply_gc, collect_garbage, local_registry_config, plan_gc
-from factory.services import docker_host
+from factory.records.model import CompatibilityRecord, EvidenceRef, ImageInfo
+from factory.records.retention import apply_gc, collect_garbage, local_registry_config, plan_gc
+from factory.records.store import LocalRecordStore
+from factory.registry.client import RegistryClient
+from factory.services.embedded import docker_host
 from factory_assets.retention import retention_job
 from resources import DockerBuilder, ManifestStore, RecordStore, Registry
 

@@ -12,16 +12,16 @@ import uuid
 import docker
 import pytest
 
-from factory.buildlog import run_steps
-from factory.engine import Engine
-from factory.extra_engine import extra_engine
-from factory.pipeline import Services, build_image, prepare, suite_environment
+from factory.build.buildlog import run_steps
+from factory.build.engine import Engine
+from factory.build.pipeline import Services, build_image, prepare, suite_environment
+from factory.build.prewarm import distinct_stacks, prewarm, stack_cache_ref
 from factory.platforms import BY_NAME
-from factory.prewarm import distinct_stacks, prewarm, stack_cache_ref
-from factory.record_store import LocalRecordStore
-from factory.registry import RegistryClient, split_reference
-from factory.services import docker_host
-from factory.store import load_store
+from factory.records.store import LocalRecordStore
+from factory.registry.client import RegistryClient, split_reference
+from factory.services.embedded import docker_host
+from factory.services.extra_engine import extra_engine
+from factory.store.load import load_store
 from tests.integration.stores import EXAMPLE, example_store_copy, manifest
 
 pytestmark = pytest.mark.integration

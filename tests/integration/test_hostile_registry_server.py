@@ -19,14 +19,14 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from factory.cli import main
+from factory.cli.main import main
 from factory.errors import FactoryError, RegistryError, ServiceError
 from factory.platforms import platform as lookup_platform
-from factory.record_store import LocalRecordStore
-from factory.records import CompatibilityRecord, ImageInfo
-from factory.registry import DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST, RegistryClient
-from factory.retention import plan_gc
-from factory.verify import verify_build
+from factory.records.model import CompatibilityRecord, ImageInfo
+from factory.records.retention import plan_gc
+from factory.records.store import LocalRecordStore
+from factory.registry.client import DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST, RegistryClient
+from factory.supply_chain.verify import verify_build
 from tests.unit.test_hostile_registry import GOOD, entry
 
 REPO = Path(__file__).resolve().parents[2]
@@ -355,8 +355,8 @@ def test_a_newline_digest_is_refused_before_rendering(hostile, tmp_path):
 
 
 def test_the_pipeline_base_lookup_refuses_a_newline_digest(hostile, tmp_path):
-    from factory.pipeline import base_digest
-    from factory.store import load_store
+    from factory.build.pipeline import base_digest
+    from factory.store.load import load_store
 
     hostile.routes[("GET", MANIFEST_PATH)] = answer(index(entry(digest=NEWLINE_DIGEST)))
     store = load_store(hostile_store(tmp_path, hostile.address))

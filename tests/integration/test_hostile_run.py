@@ -9,7 +9,7 @@ import urllib.request
 import dagster as dg
 import pytest
 
-from factory.record_store import LocalRecordStore
+from factory.records.store import LocalRecordStore
 from tests.integration.stores import EXAMPLE, example_store_copy, manifest
 from tests.integration.test_cli import BIN, env_for, run
 

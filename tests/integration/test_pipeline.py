@@ -9,10 +9,10 @@ import dagster as dg
 import pytest
 
 from factory.platforms import BY_NAME
-from factory.record_store import LocalRecordStore
-from factory.registry import RegistryClient, split_image
-from factory.sbom import validate_sbom
-from factory.verify import verify_build
+from factory.records.store import LocalRecordStore
+from factory.registry.client import RegistryClient, split_image
+from factory.supply_chain.sbom import validate_sbom
+from factory.supply_chain.verify import verify_build
 from factory_assets.partitions import partitions_name
 from factory_assets.platform_chain import build_platform_chain
 from resources import DockerBuilder, ManifestStore, RecordStore, Registry

@@ -11,12 +11,12 @@ from collections.abc import Iterator
 
 import pytest
 
-from factory.engine import Engine
-from factory.extra_engine import extra_engine
+from factory.build.engine import Engine
+from factory.build.prewarm import distinct_stacks, prewarm
 from factory.platforms import BY_NAME, PLATFORMS
-from factory.prewarm import distinct_stacks, prewarm
-from factory.registry import RegistryClient, split_reference
-from factory.store import load_store
+from factory.registry.client import RegistryClient, split_reference
+from factory.services.extra_engine import extra_engine
+from factory.store.load import load_store
 from factory_assets.prewarm import prewarm_job
 from resources import DockerBuilder, ManifestStore, Registry
 from tests.integration.stores import EXAMPLE, example_store_copy

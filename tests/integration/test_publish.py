@@ -12,11 +12,11 @@ import uuid
 import pytest
 
 from factory.errors import FactoryError
-from factory.planning import RecordIndex, plan, resolve_base_digests
-from factory.publish import LATEST_TAG, publish, publish_plan
-from factory.record_store import LocalRecordStore
-from factory.registry import RegistryClient, split_reference
-from factory.store import load_store
+from factory.plan.decisions import RecordIndex, plan, resolve_base_digests
+from factory.records.store import LocalRecordStore
+from factory.registry.client import RegistryClient, split_reference
+from factory.registry.publish import LATEST_TAG, publish, publish_plan
+from factory.store.load import load_store
 from tests.integration.stores import example_store_copy, manifest
 from tests.integration.test_pipeline import materialize
 

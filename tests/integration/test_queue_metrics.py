@@ -22,7 +22,7 @@ from dagster._core.remote_origin import (
 )
 from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
 
-from factory.record_store import LocalRecordStore
+from factory.records.store import LocalRecordStore
 from factory_assets.queue_metrics import format_status, pool_queue, status_report
 from factory_assets.run_pool import IMPLICIT_JOBS
 

@@ -4,9 +4,9 @@ import itertools
 
 import pytest
 
-from factory.record_store import LocalRecordStore
-from factory.records_index import open_index
-from factory.records_index_schema import URL_ENV, default_url
+from factory.records.index import open_index
+from factory.records.index_schema import URL_ENV, default_url
+from factory.records.store import LocalRecordStore
 from tests.records_index_contract import RecordsIndexContract, record_at
 
 pytestmark = pytest.mark.integration

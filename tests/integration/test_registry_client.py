@@ -5,8 +5,8 @@ import uuid
 import pytest
 
 from factory.errors import RegistryError
-from factory.registry import DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, RegistryClient
-from factory.services import assemble_image, busybox_layer
+from factory.registry.client import DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, RegistryClient
+from factory.services.embedded import assemble_image, busybox_layer
 
 pytestmark = pytest.mark.integration
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from factory.record_store import LocalRecordStore
+from factory.records.store import LocalRecordStore
 from factory_assets.automation import SENSOR_NAME
 from factory_assets.partitions import partitions_name
 from tests.integration.stores import example_store_copy, manifest

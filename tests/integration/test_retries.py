@@ -4,7 +4,7 @@ import dagster as dg
 import pytest
 
 from factory.platforms import BY_NAME
-from factory.record_store import LocalRecordStore
+from factory.records.store import LocalRecordStore
 from factory_assets.platform_chain import build_platform_chain
 from resources import DockerBuilder, ManifestStore, RecordStore, Registry
 from tests.integration.stores import example_store_copy, manifest

@@ -14,11 +14,11 @@ import dagster as dg
 import pytest
 
 from factory.platforms import BY_NAME
-from factory.records import CompatibilityRecord
-from factory.records_index import open_index
-from factory.s3_record_store import S3RecordStore
-from factory.sbom import validate_sbom
-from factory.verify import verify_build
+from factory.records.index import open_index
+from factory.records.model import CompatibilityRecord
+from factory.records.s3_store import S3RecordStore
+from factory.supply_chain.sbom import validate_sbom
+from factory.supply_chain.verify import verify_build
 from factory_assets.partitions import partitions_name
 from factory_assets.platform_chain import build_platform_chain
 from resources import DockerBuilder, ManifestStore, Registry

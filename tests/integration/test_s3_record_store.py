@@ -11,8 +11,8 @@ import pytest
 from botocore.awsrequest import AWSResponse
 
 from factory.errors import FactoryError, RecordExistsError, ServiceError
-from factory.records import new_build_id
-from factory.s3_record_store import WRITER_KEY, S3RecordStore, s3_store_from_env
+from factory.records.model import new_build_id
+from factory.records.s3_store import WRITER_KEY, S3RecordStore, s3_store_from_env
 from tests.integration.s3_server import (
     ACCESS_KEY_ID,
     REGION,

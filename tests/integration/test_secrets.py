@@ -9,8 +9,8 @@ import dagster as dg
 import pytest
 
 from factory.platforms import BY_NAME
-from factory.record_store import LocalRecordStore
-from factory.services import docker_host
+from factory.records.store import LocalRecordStore
+from factory.services.embedded import docker_host
 from factory.settings import Settings
 from factory_assets.platform_chain import build_platform_chain
 from resources import DockerBuilder, ManifestStore, RecordStore, Registry

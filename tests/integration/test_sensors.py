@@ -7,13 +7,13 @@ import dagster as dg
 import pytest
 from click.testing import CliRunner
 
-from factory.cli import main
-from factory.planning import RecordIndex, plan, resolve_base_digests
-from factory.record_store import LocalRecordStore
-from factory.records import utc_now
-from factory.services import docker_host
+from factory.cli.main import main
+from factory.plan.decisions import RecordIndex, plan, resolve_base_digests
+from factory.records.model import utc_now
+from factory.records.store import LocalRecordStore
+from factory.services.embedded import docker_host
 from factory.settings import Settings
-from factory.store import load_store
+from factory.store.load import load_store
 from resources import DockerBuilder, ManifestStore, RecordStore
 from sensors import base_digest_sensor, manifest_change_sensor
 from tests.integration.stores import example_store_copy, manifest
@@ -208,7 +208,7 @@ def client_digest(body: bytes) -> str:
 @pytest.fixture
 def test_base(services):
     """A base of our own (a copy of the busybox base) whose arm64 image the test can refresh."""
-    from factory.registry import RegistryClient
+    from factory.registry.client import RegistryClient
 
     client = RegistryClient(services.registry)
     repo = f"factory/test/base-{uuid.uuid4().hex[:8]}"
@@ -229,7 +229,7 @@ def test_base(services):
 def test_base_digest_sensor_rebuilds_exactly_the_moved_platform(
     services, instance, tmp_path, test_base
 ):
-    from factory.records import utc_now as now
+    from factory.records.model import utc_now as now
     from tests.integration.test_pipeline import materialize
 
     image, refresh_arm64 = test_base

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from factory import services as local_services
-from factory.registry import RegistryClient
-from factory.services import BASE_PLATFORMS, BASE_REPOSITORY, BASE_TAG
+from factory.registry.client import RegistryClient
+from factory.services import embedded as local_services
+from factory.services.embedded import BASE_PLATFORMS, BASE_REPOSITORY, BASE_TAG
 from factory.settings import Settings
 
 pytestmark = pytest.mark.integration

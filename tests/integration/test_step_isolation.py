@@ -34,11 +34,11 @@ import yaml
 from dagster._core.events import DagsterEventType
 
 from factory.platforms import BY_NAME
-from factory.records import CompatibilityRecord
-from factory.s3_record_store import S3RecordStore
-from factory.services import docker_host
+from factory.records.model import CompatibilityRecord
+from factory.records.s3_store import S3RecordStore
+from factory.services.embedded import docker_host
 from factory.settings import PROJECT_ROOT
-from factory.verify import verify_build
+from factory.supply_chain.verify import verify_build
 from factory_assets.platform_chain import ASSET_NAMES, chain_step_name
 from tests.integration.postgres_server import (
     PRODUCTION_SECTIONS,

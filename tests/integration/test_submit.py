@@ -19,7 +19,7 @@ import pytest
 
 from factory.platforms import BY_NAME
 from factory.pools import pool_limits
-from factory.record_store import LocalRecordStore
+from factory.records.store import LocalRecordStore
 from tests.integration.stores import example_store_copy
 from tests.integration.test_pool_queue import _max_overlap, _step_interval
 from tests.integration.ui_server import UiServer, ui_server

@@ -17,15 +17,15 @@ from collections.abc import Iterator
 
 import pytest
 
-from factory.buildlog import cache_imports, run_steps
-from factory.engine import Engine
-from factory.extra_engine import extra_engine
-from factory.pipeline import BuildState, Services, build_image, prepare
+from factory.build.buildlog import cache_imports, run_steps
+from factory.build.engine import Engine
+from factory.build.pipeline import BuildState, Services, build_image, prepare
 from factory.platforms import platform as lookup_platform
-from factory.record_store import LocalRecordStore
-from factory.registry import RegistryClient, split_reference
-from factory.services import docker_host
-from factory.store import load_store
+from factory.records.store import LocalRecordStore
+from factory.registry.client import RegistryClient, split_reference
+from factory.services.embedded import docker_host
+from factory.services.extra_engine import extra_engine
+from factory.store.load import load_store
 
 pytestmark = pytest.mark.integration
 

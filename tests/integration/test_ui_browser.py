@@ -20,7 +20,7 @@ import pytest
 from playwright.sync_api import Page, expect, sync_playwright
 from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
-from factory.record_store import LocalRecordStore
+from factory.records.store import LocalRecordStore
 from factory_assets.automation import SENSOR_NAME
 from factory_assets.partitions import partitions_name
 from factory_assets.run_pool import IMPLICIT_JOBS, run_combination

@@ -13,15 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from factory.keys import image_ref
 from factory.platforms import platform as lookup_platform
-from factory.provenance import build_provenance
-from factory.record_store import LocalRecordStore
-from factory.records import CompatibilityRecord, ImageInfo
-from factory.registry import RegistryClient, split_reference
-from factory.sbom import build_sbom
-from factory.services import DOCKER_CLI, docker_host
-from factory.verify import verify_build
+from factory.records.model import CompatibilityRecord, ImageInfo
+from factory.records.store import LocalRecordStore
+from factory.registry.client import RegistryClient, split_reference
+from factory.services.embedded import DOCKER_CLI, docker_host
+from factory.store.keys import image_ref
+from factory.supply_chain.provenance import build_provenance
+from factory.supply_chain.sbom import build_sbom
+from factory.supply_chain.verify import verify_build
 from tests.unit.test_provenance import record_inputs
 
 pytestmark = pytest.mark.integration

@@ -23,7 +23,7 @@ from pathlib import Path
 import dagster as dg
 import requests
 
-from factory import services
+from factory.services import embedded as services
 from factory.settings import PROJECT_ROOT, Settings
 from factory_assets.instance import prepare_dagster_home
 

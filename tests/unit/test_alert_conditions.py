@@ -3,9 +3,9 @@ the alert settings' checks."""
 
 import pytest
 
-from factory.alert_conditions import Latch, cache_ratio, record_links, regression_alert
-from factory.alerts import AlertSettings, shown_url
-from factory.records import ErrorInfo
+from factory.records.model import ErrorInfo
+from factory.report.alert_conditions import Latch, cache_ratio, record_links, regression_alert
+from factory.report.alerts import AlertSettings, shown_url
 from factory.settings import SettingsError
 from tests.unit.test_records import make_record
 

@@ -4,16 +4,16 @@ import json
 
 import pytest
 
-from factory.attestation import (
+from factory.errors import RegistryError
+from factory.supply_chain.attestation import (
     SBOM_PREDICATE,
     _check_statement,
     fallback_tag,
     parse_referrers,
     statement,
 )
-from factory.errors import RegistryError
-from factory.provenance import build_provenance
-from factory.sbom import build_sbom
+from factory.supply_chain.provenance import build_provenance
+from factory.supply_chain.sbom import build_sbom
 from tests.unit.test_provenance import record_inputs
 
 DIGEST = "sha256:" + "ab" * 32

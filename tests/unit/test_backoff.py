@@ -4,10 +4,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from factory.backoff import CAP_ENV, FIRST_ENV, Backoff
-from factory.planning import RecordIndex, plan
+from factory.plan.backoff import CAP_ENV, FIRST_ENV, Backoff
+from factory.plan.decisions import RecordIndex, plan
 from factory.settings import SettingsError
-from factory.store import load_store
+from factory.store.load import load_store
 from tests.unit.store_factory import write_store
 from tests.unit.test_planning import DIGESTS, by_combo, record_for
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from factory.buildlog import (
+from factory.build.buildlog import (
     build_steps,
     cache_imports,
     dockerfile_instructions,

@@ -5,12 +5,12 @@ import socket
 import pytest
 from click.testing import CliRunner
 
-from factory import celery_settings as cs
-from factory.celery_worker import validate_options
-from factory.cli import main
+from factory.cli.main import main
 from factory.errors import FactoryError
-from factory.local_broker import broker_answers, broker_problem
 from factory.platforms import PLATFORMS
+from factory.services.local_broker import broker_answers, broker_problem
+from factory.workers import celery_settings as cs
+from factory.workers.celery_worker import validate_options
 
 REDIS = "redis://127.0.0.1:6379/0"
 AMQP = "amqp://guest@broker:5672//"
@@ -57,7 +57,7 @@ def test_priority_stays_in_celery_range():
 
 
 def test_run_urgency_from_tags():
-    from factory.planning import PlanItem
+    from factory.plan.decisions import PlanItem
     from factory_assets.jobs import run_tags
 
     assert cs.run_urgency({}) == 0

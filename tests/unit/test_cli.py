@@ -2,7 +2,7 @@
 
 from click.testing import CliRunner
 
-from factory.cli import main
+from factory.cli.main import main
 from tests.unit.store_factory import write_store
 
 

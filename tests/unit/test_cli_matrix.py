@@ -8,8 +8,8 @@ import json
 
 from click.testing import CliRunner
 
-from factory.cli import main
-from factory.record_store import LocalRecordStore
+from factory.cli.main import main
+from factory.records.store import LocalRecordStore
 from tests.unit.store_factory import write_store
 from tests.unit.test_records import make_record
 

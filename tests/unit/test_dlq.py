@@ -5,9 +5,9 @@ import threading
 
 import pytest
 
-from factory import dlq
-from factory.record_store import LocalRecordStore
-from factory.records import ErrorInfo
+from factory.records import dlq
+from factory.records.model import ErrorInfo
+from factory.records.store import LocalRecordStore
 from tests.unit.test_records import make_record
 
 RUN_ID = "7d7c2a1e-0000-4000-8000-000000000001"

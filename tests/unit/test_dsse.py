@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from factory.dsse import (
+from factory.supply_chain.dsse import (
     Envelope,
     EnvelopeError,
     pae,
@@ -13,7 +13,7 @@ from factory.dsse import (
     sign_envelope,
     verify_envelope,
 )
-from factory.signing_keys import generate_key_pair, load_public_key, load_signing_key
+from factory.supply_chain.signing_keys import generate_key_pair, load_public_key, load_signing_key
 
 
 def test_pae_matches_the_dsse_specification_vector():

@@ -2,7 +2,7 @@
 
 import pytest
 
-from factory.engine import count_build_steps
+from factory.build.engine import count_build_steps
 
 # Trimmed from a real `DOCKER_BUILDKIT=1 docker build --progress=plain` (engine 20.10) log.
 LOG = """\
@@ -47,7 +47,7 @@ def test_count_build_steps(log, expected):
 
 
 def test_redact_hides_every_secret_value_longest_first():
-    from factory.engine import redact
+    from factory.build.engine import redact
 
     secrets = {"short": "abc", "long": "xxabcxx"}
     assert redact("a xxabcxx and abc", secrets) == "a [secret:long] and [secret:short]"

@@ -2,7 +2,7 @@
 
 import pytest
 
-from factory.engine_prune import cache_limit_bytes, plan_engine_prune
+from factory.build.engine_prune import cache_limit_bytes, plan_engine_prune
 from factory.settings import SettingsError
 
 REG = "127.0.0.1:5000"

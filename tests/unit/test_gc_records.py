@@ -2,10 +2,10 @@
 
 from datetime import timedelta
 
-from factory.gc_records import IndexedRecords
-from factory.record_store import LocalRecordStore
-from factory.records_index import open_index
-from factory.retention import plan_gc
+from factory.records.gc_source import IndexedRecords
+from factory.records.index import open_index
+from factory.records.retention import plan_gc
+from factory.records.store import LocalRecordStore
 from tests.unit.test_retention import NOW, REPO, FakeRegistry, history, key, make_record
 
 

@@ -8,12 +8,12 @@ import sqlite3
 import pytest
 from click.testing import CliRunner
 
-from factory.cli import main
-from factory.record_store import LocalRecordStore
-from factory.records_index import open_index
-from factory.records_index_schema import SQLITE_NAME, URL_ENV
-from factory.run_state import NAME as RUN_STATE
-from factory.run_state import RunState
+from factory.cli.main import main
+from factory.plan.run_state import NAME as RUN_STATE
+from factory.plan.run_state import RunState
+from factory.records.index import open_index
+from factory.records.index_schema import SQLITE_NAME, URL_ENV
+from factory.records.store import LocalRecordStore
 from tests.unit.test_records import make_record
 
 

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from factory.cli import main
-from factory.record_store import LocalRecordStore
-from factory.records_index_schema import SQLITE_NAME
+from factory.cli.main import main
+from factory.records.index_schema import SQLITE_NAME
+from factory.records.store import LocalRecordStore
 from tests.unit.test_records import make_record
 
 REPO = Path(__file__).resolve().parents[2]
@@ -287,7 +287,7 @@ def test_records_folder_linked_outside_is_not_followed(tmp_path):
 
 
 def test_a_record_with_escapes_in_free_text_is_listed_harmlessly(tmp_path):
-    from factory.records import ErrorInfo
+    from factory.records.model import ErrorInfo
 
     error = ErrorInfo(stage="build", message=f"{ESC}]0;pwned{ESC}\\{ESC}[2J boom")
     store = LocalRecordStore(tmp_path / "data")

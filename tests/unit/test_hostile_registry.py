@@ -6,7 +6,7 @@ import json
 import pytest
 
 from factory.errors import InvalidNameError, RegistryError
-from factory.registry import (
+from factory.registry.client import (
     DOCKER_MANIFEST,
     OCI_INDEX,
     index_platforms,

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from factory.cli import main
-from factory.store import MAX_FILE_BYTES, MAX_TOTAL_BYTES, load_store
+from factory.cli.main import main
+from factory.store.load import MAX_FILE_BYTES, MAX_TOTAL_BYTES, load_store
 from tests.unit.store_factory import write_store
 
 COMMANDS = {

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from factory.cli import main
+from factory.cli.main import main
 from tests.unit.store_factory import write_store
 
 TEMPLATE = "templates/service.Dockerfile.j2"

@@ -5,10 +5,10 @@ import dataclasses
 import pytest
 
 from factory.errors import StageError, StoreError
-from factory.keys import build_key, cache_ref, combination_inputs, image_ref, record_key
 from factory.platforms import BY_NAME
-from factory.render import render_dockerfile
-from factory.store import load_store
+from factory.store.keys import build_key, cache_ref, combination_inputs, image_ref, record_key
+from factory.store.load import load_store
+from factory.store.render import render_dockerfile
 from tests.unit.store_factory import write_store
 
 AMD64 = BY_NAME["linux/amd64"]

@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from factory.record_store import LocalRecordStore
+from factory.records.store import LocalRecordStore
 from tests.record_store_contract import RecordStoreContract
 
 

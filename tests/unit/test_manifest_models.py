@@ -3,7 +3,8 @@
 import pytest
 from pydantic import ValidationError
 
-from factory.manifest import (
+from factory.platforms import PLATFORM_NAMES
+from factory.store.manifest import (
     ID_RE,
     VERSION_RE,
     Base,
@@ -13,7 +14,6 @@ from factory.manifest import (
     Template,
     TestSuite,
 )
-from factory.platforms import PLATFORM_NAMES
 from tests.unit.store_factory import valid_store_dict
 
 GOOD_IDS = ["a", "0", "llm_factory", "a-b_c", "9lives", "a" * 63, "x" + "-" * 62]

@@ -5,14 +5,14 @@ from datetime import UTC, datetime, timedelta
 import dagster as dg
 import pytest
 
-from factory.metrics import (
+from factory.records.model import CacheInfo, CompatibilityRecord, ImageInfo, SuiteResult
+from factory.report.metrics import (
     BuildMetrics,
     aggregate,
     build_metrics,
     build_report,
     percentile,
 )
-from factory.records import CacheInfo, CompatibilityRecord, ImageInfo, SuiteResult
 from factory_assets.queue_metrics import build_metadata, format_status, queue_metadata
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)

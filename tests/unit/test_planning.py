@@ -2,10 +2,10 @@
 
 import pytest
 
-from factory.keys import combination_inputs
-from factory.planning import RecordIndex, plan
+from factory.plan.decisions import RecordIndex, plan
 from factory.platforms import BY_NAME
-from factory.store import load_store
+from factory.store.keys import combination_inputs
+from factory.store.load import load_store
 from tests.unit.store_factory import write_store
 from tests.unit.test_records import make_record
 

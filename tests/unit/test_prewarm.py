@@ -5,9 +5,7 @@ import shutil
 
 import pytest
 
-from factory.keys import build_key, combination_inputs
-from factory.platforms import BY_NAME
-from factory.prewarm import (
+from factory.build.prewarm import (
     check_coverage,
     covers,
     distinct_stacks,
@@ -16,9 +14,11 @@ from factory.prewarm import (
     stack_cache_ref,
     stack_cache_ref_for,
 )
-from factory.render import render_dockerfile
+from factory.platforms import BY_NAME
 from factory.settings import PROJECT_ROOT
-from factory.store import load_store
+from factory.store.keys import build_key, combination_inputs
+from factory.store.load import load_store
+from factory.store.render import render_dockerfile
 
 EXAMPLE = PROJECT_ROOT / "control_plane" / "data"
 DIGEST = "sha256:" + "d" * 64

@@ -24,9 +24,9 @@ from hypothesis import HealthCheck, event, find, given, settings
 from hypothesis import strategies as st
 
 from factory.errors import Problem, StoreError
-from factory.planning import REASONS, RecordIndex, plan
+from factory.plan.decisions import REASONS, RecordIndex, plan
 from factory.platforms import PLATFORMS
-from factory.store import load_store
+from factory.store.load import load_store
 from tests.unit.store_factory import valid_store_dict, write_store
 
 HEX64 = re.compile(r"\A[0-9a-f]{64}\Z")
@@ -572,9 +572,9 @@ def _only_pinned_froms(text: str, pinned: str) -> None:
 
 def text_outcome(template: str, fragment: str) -> str:
     """Validate a store with this template and fragment text; assert the contract."""
-    from factory.keys import build_key, combination_inputs
     from factory.platforms import BY_NAME
-    from factory.render import render_dockerfile
+    from factory.store.keys import build_key, combination_inputs
+    from factory.store.render import render_dockerfile
 
     with tempfile.TemporaryDirectory() as tmp:
         path = write_store(Path(tmp))

@@ -5,15 +5,15 @@ import json
 
 import pytest
 
-from factory.keys import BUILD_RECIPE_VERSION
-from factory.provenance import (
+from factory.records.store import json_bytes
+from factory.store.keys import BUILD_RECIPE_VERSION
+from factory.supply_chain.provenance import (
     BUILD_TYPE,
     PREDICATE_TYPE,
     STATEMENT_TYPE,
     build_provenance,
     validate_provenance,
 )
-from factory.record_store import json_bytes
 
 IMAGE_DIGEST = "sha256:" + "c" * 64
 BASE_DIGEST = "sha256:" + "a" * 64

@@ -5,11 +5,11 @@ import hashlib
 import pytest
 
 from factory.errors import FactoryError
-from factory.planning import RecordIndex, plan
-from factory.publish import PARTIAL, READY, publish, publish_plan
-from factory.records import ErrorInfo, ImageInfo
-from factory.registry import RegistryClient
-from factory.store import load_store
+from factory.plan.decisions import RecordIndex, plan
+from factory.records.model import ErrorInfo, ImageInfo
+from factory.registry.client import RegistryClient
+from factory.registry.publish import PARTIAL, READY, publish, publish_plan
+from factory.store.load import load_store
 from tests.unit.store_factory import write_store
 from tests.unit.test_planning import DIGESTS, record_for
 

@@ -5,15 +5,15 @@ from datetime import timedelta
 
 import pytest
 
+from factory.build.prewarm import distinct_stacks
+from factory.build.stack_gc import plan_stack_gc
 from factory.errors import InvalidNameError, RegistryError
-from factory.prewarm import distinct_stacks
-from factory.quarantine import quarantine_ref, quarantine_repository
-from factory.records import QuarantineInfo
-from factory.registry import DOCKER_MANIFEST, sha256_digest
-from factory.retention import plan_gc
+from factory.records.model import QuarantineInfo
+from factory.records.retention import plan_gc
+from factory.registry.client import DOCKER_MANIFEST, sha256_digest
 from factory.settings import DEFAULT_MANIFEST_STORE
-from factory.stack_gc import plan_stack_gc
-from factory.store import load_store
+from factory.store.load import load_store
+from factory.supply_chain.quarantine import quarantine_ref, quarantine_repository
 from tests.unit.test_retention import NOW, FakeRegistry, make_record
 
 QREPO = "factory-quarantine/m"

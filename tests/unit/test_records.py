@@ -7,8 +7,8 @@ import pytest
 from pydantic import ValidationError
 
 from factory.errors import RecordExistsError
-from factory.record_store import LocalRecordStore
-from factory.records import CompatibilityRecord, ImageInfo, new_build_id, parse_record
+from factory.records.model import CompatibilityRecord, ImageInfo, new_build_id, parse_record
+from factory.records.store import LocalRecordStore
 
 
 def make_record(**overrides) -> CompatibilityRecord:

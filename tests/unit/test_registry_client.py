@@ -6,7 +6,7 @@ import socket
 import pytest
 
 from factory.errors import ServiceError
-from factory.registry import (
+from factory.registry.client import (
     DOCKER_MANIFEST,
     DOCKER_MANIFEST_LIST,
     OCI_INDEX,

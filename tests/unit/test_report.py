@@ -5,12 +5,12 @@ import re
 
 import pytest
 
-from factory.matrix import NOT_LISTED, NOT_RUN, PENDING, Cell, history, matrix_cells
-from factory.planning import RecordIndex, plan
-from factory.record_store import LocalRecordStore
-from factory.records import EvidenceRef
-from factory.report import LEGEND, STATUS_STYLES, matrix_html, matrix_json
-from factory.store import load_store
+from factory.plan.decisions import RecordIndex, plan
+from factory.records.model import EvidenceRef
+from factory.records.store import LocalRecordStore
+from factory.report.matrix import NOT_LISTED, NOT_RUN, PENDING, Cell, history, matrix_cells
+from factory.report.matrix_report import LEGEND, STATUS_STYLES, matrix_html, matrix_json
+from factory.store.load import load_store
 from tests.unit.store_factory import write_store
 from tests.unit.test_planning import DIGESTS, record_for
 

@@ -7,16 +7,16 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from factory.errors import RegistryError
-from factory.record_store import LocalRecordStore
-from factory.records import CompatibilityRecord, EvidenceRef, ImageInfo
-from factory.registry import DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_INDEX
-from factory.retention import (
+from factory.records.model import CompatibilityRecord, EvidenceRef, ImageInfo
+from factory.records.retention import (
     apply_gc,
     config_address,
     is_read_only,
     local_registry_config,
     plan_gc,
 )
+from factory.records.store import LocalRecordStore
+from factory.registry.client import DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_INDEX
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 REPO = "factory/m"
@@ -181,7 +181,8 @@ def test_never_touches_cache_repositories_or_other_tags():
 @pytest.mark.parametrize(
     ("index_tag", "media_type"),
     [
-        # What factory.publish tags: `release-<12 hex>` looks like a build tag but names no slug.
+        # What factory.registry.publish tags: `release-<12 hex>` looks like a build tag but names
+        # no slug.
         ("release-0123456789ab", DOCKER_MANIFEST_LIST),
         ("latest", OCI_INDEX),
     ],

@@ -22,7 +22,7 @@ import requests.exceptions
 from packageurl import PackageURL
 
 from factory.errors import StageError
-from factory.sbom import (
+from factory.supply_chain.sbom import (
     SPEC_VERSION,
     Package,
     build_sbom,

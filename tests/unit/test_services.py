@@ -7,8 +7,8 @@ import tarfile
 
 import pytest
 
-from factory.base_images import assemble_image, busybox_layer
-from factory.registry import DOCKER_MANIFEST, sha256_digest
+from factory.registry.client import DOCKER_MANIFEST, sha256_digest
+from factory.services.base_images import assemble_image, busybox_layer
 
 APPLETS = ["bin/sh", "bin/ls", "usr/bin/wget", "sbin/ifconfig", "bin/busybox"]
 

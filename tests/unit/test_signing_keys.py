@@ -7,7 +7,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from factory.signing_keys import (
+from factory.supply_chain.signing_keys import (
     KeyFileError,
     generate_key_pair,
     load_public_key,

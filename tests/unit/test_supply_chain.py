@@ -3,16 +3,16 @@
 import json
 import logging
 
-from factory.attestation import attest_build
-from factory.record_store import LocalRecordStore
-from factory.signing_keys import generate_key_pair
-from factory.supply_chain import seal_image
+from factory.records.store import LocalRecordStore
+from factory.supply_chain.attestation import attest_build
+from factory.supply_chain.seal import seal_image
+from factory.supply_chain.signing_keys import generate_key_pair
 
 
 def test_without_a_key_builds_are_unsigned_and_say_so_once(monkeypatch, caplog):
     monkeypatch.delenv("FACTORY_SIGNING_KEY", raising=False)
-    monkeypatch.setattr("factory.attestation._said_unsigned", False)
-    with caplog.at_level(logging.WARNING, logger="factory.attestation"):
+    monkeypatch.setattr("factory.supply_chain.attestation._said_unsigned", False)
+    with caplog.at_level(logging.WARNING, logger="factory.supply_chain.attestation"):
         for _ in range(3):
             info = attest_build(
                 {}, image_ref="r/factory/m:t", image_digest="sha256:" + "a" * 64, build_id="b"

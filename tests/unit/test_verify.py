@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 
 from factory.errors import ServiceError
-from factory.keys import image_ref
 from factory.platforms import platform as lookup_platform
-from factory.provenance import build_provenance
-from factory.record_store import LocalRecordStore
-from factory.records import CompatibilityRecord, ImageInfo, new_build_id
-from factory.sbom import build_sbom
-from factory.verify import UnknownBuildError, verify_build
+from factory.records.model import CompatibilityRecord, ImageInfo, new_build_id
+from factory.records.store import LocalRecordStore
+from factory.store.keys import image_ref
+from factory.supply_chain.provenance import build_provenance
+from factory.supply_chain.sbom import build_sbom
+from factory.supply_chain.verify import UnknownBuildError, verify_build
 from tests.unit.test_provenance import record_inputs
 
 BUILD_KEY = "b" * 64

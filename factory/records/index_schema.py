@@ -1,0 +1,284 @@
+"""The records index's tables, rows and database connection (factory/records/index.py uses them).
+
+One row per record in `factory_records` (the whole record as JSON, plus the columns readers filter
+on and a small summary for build figures and gc), each combination's newest record in
+`factory_records_latest`, builds about to record in `factory_records_pending`, and the index's own
+state in `factory_records_meta`. `LightRecord` is a record rebuilt from those columns.
+"""
+
+import json
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from urllib.parse import quote
+
+from factory.errors import FactoryError
+from factory.records.model import CompatibilityRecord
+
+SCHEMA_VERSION = "3"
+URL_ENV = "FACTORY_RECORDS_INDEX_URL"
+SQLITE_NAME = "records-index.sqlite"
+# Bound parameters per IN (...) query: SQLite allows 32,766, PostgreSQL 65,535.
+IN_CHUNK = 500
+SQLITE_BUSY_TIMEOUT_S = 60
+
+
+class RecordsIndexError(FactoryError):
+    """The index database cannot be used (unreachable, refused, corrupt)."""
+
+
+def default_url(data_dir: Path) -> str:
+    """FACTORY_RECORDS_INDEX_URL, else the Dagster PostgreSQL database, else SQLite in data_dir."""
+    explicit = os.environ.get(URL_ENV, "").strip()
+    if explicit:
+        return _with_dagster_password(explicit)
+    host = os.environ.get("DAGSTER_PG_HOST", "").strip()
+    if host:
+        user = quote(os.environ.get("DAGSTER_PG_USERNAME", ""), safe="")
+        password = quote(os.environ.get("DAGSTER_PG_PASSWORD", ""), safe="")
+        port = os.environ.get("DAGSTER_PG_PORT", "5432").strip() or "5432"
+        database = quote(os.environ.get("DAGSTER_PG_DB", "dagster").strip() or "dagster", safe="")
+        return f"postgresql+psycopg2://{user}:{password}@{quote(host, safe='')}:{port}/{database}"
+    return f"sqlite:///{Path(data_dir).resolve() / SQLITE_NAME}"
+
+
+def _with_dagster_password(url: str) -> str:
+    """A PostgreSQL URL without a password takes DAGSTER_PG_PASSWORD, so that the URL can live in
+    a ConfigMap while the password stays in the Secret that Dagster's own pods read it from."""
+    from sqlalchemy.engine import make_url
+
+    password = os.environ.get("DAGSTER_PG_PASSWORD", "")
+    try:
+        parsed = make_url(url)
+    except Exception:  # engine_for reports an unusable URL with its variable
+        return url
+    if parsed.get_backend_name() != "postgresql" or parsed.password or not password:
+        return url
+    return parsed.set(password=password).render_as_string(hide_password=False)
+
+
+def redacted(url: str) -> str:
+    """The URL as messages show it: no password."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return url.split(":", 1)[0] + ":…"
+
+
+@cache
+def tables():
+    """The four tables; built on first use so that importing this module stays cheap."""
+    import sqlalchemy as sa
+
+    meta = sa.MetaData()
+    records = sa.Table(
+        "factory_records",
+        meta,
+        sa.Column("build_id", sa.String(128), primary_key=True),
+        sa.Column("manifest_id", sa.String(128), nullable=False),
+        sa.Column("platform", sa.String(64), nullable=False),
+        sa.Column("pool", sa.String(64), nullable=False),
+        sa.Column("status", sa.String(8), nullable=False),
+        sa.Column("build_key", sa.String(80), nullable=False),
+        sa.Column("record_key", sa.String(80), nullable=False),
+        sa.Column("finished_at", sa.String(40), nullable=False),
+        sa.Column("image_digest", sa.String(80)),
+        sa.Column("record_uri", sa.Text, nullable=False),
+        sa.Column("worker", sa.String(256)),
+        sa.Column("run_id", sa.String(64)),
+        sa.Column("record_json", sa.Text, nullable=False),
+        # What figures and gc read, so they need not parse whole records (`summaries`).
+        sa.Column("summary_json", sa.Text, nullable=False),
+        # The build tag `<slug>-<12 hex>` the record's image was pushed under (factory.store.keys).
+        sa.Column("image_tag", sa.String(160)),
+        # 0 once gc removed the record's evidence, SBOM and provenance files.
+        sa.Column("evidence_present", sa.Integer, nullable=False, server_default="1"),
+        # 1 when the record's image was moved to quarantine (factory/supply_chain/quarantine.py).
+        sa.Column("quarantined", sa.Integer, nullable=False, server_default="0"),
+        sa.Column("indexed_at", sa.Float, nullable=False),
+        sa.Index("factory_records_combination", "manifest_id", "platform", "finished_at"),
+        sa.Index("factory_records_build_key", "build_key"),
+        sa.Index("factory_records_finished", "finished_at"),
+        sa.Index("factory_records_run", "run_id"),
+        sa.Index("factory_records_indexed", "indexed_at"),
+        sa.Index("factory_records_image_tag", "manifest_id", "image_tag"),
+        sa.Index("factory_records_digest", "image_digest"),
+    )
+    latest = sa.Table(
+        "factory_records_latest",
+        meta,
+        sa.Column("manifest_id", sa.String(128), primary_key=True),
+        sa.Column("platform", sa.String(64), primary_key=True),
+        sa.Column("build_id", sa.String(128), nullable=False),
+        sa.Column("finished_at", sa.String(40), nullable=False),
+    )
+    pending = sa.Table(
+        "factory_records_pending",
+        meta,
+        sa.Column("build_id", sa.String(128), primary_key=True),
+        sa.Column("since", sa.Float, nullable=False),
+    )
+    info = sa.Table(
+        "factory_records_meta",
+        meta,
+        sa.Column("key", sa.String(64), primary_key=True),
+        sa.Column("value", sa.Text, nullable=False),
+    )
+    return meta, records, latest, pending, info
+
+
+ENGINES: dict[str, object] = {}
+
+
+def engine_for(url: str):
+    """One SQLAlchemy engine per URL and process (WAL and a busy timeout for SQLite)."""
+    engine = ENGINES.get(url)
+    if engine is not None:
+        return engine
+    import sqlalchemy as sa
+
+    try:
+        if url.startswith("sqlite:"):
+            database = sa.engine.make_url(url).database
+            if database and database != ":memory:":
+                Path(database).parent.mkdir(parents=True, exist_ok=True)
+            engine = sa.create_engine(
+                url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S}, poolclass=sa.pool.NullPool
+            )
+
+            @sa.event.listens_for(engine, "connect")
+            def _pragmas(dbapi_connection, _record):
+                cursor = dbapi_connection.cursor()
+                cursor.execute("PRAGMA journal_mode=WAL")
+                cursor.execute("PRAGMA synchronous=NORMAL")
+                cursor.close()
+        else:
+            engine = sa.create_engine(url, pool_pre_ping=True)
+    except Exception as exc:
+        msg = f"records index {redacted(url)}: {exc} (check {URL_ENV})"
+        raise RecordsIndexError(msg) from None
+    ENGINES[url] = engine
+    return engine
+
+
+def _summary(record: CompatibilityRecord) -> dict:
+    timings = dict(record.timings_s)
+    if "test" not in timings and record.tests:
+        # Older records only carry per-suite durations (as factory.report.metrics reads them).
+        timings["test"] = sum(t.duration_s for t in record.tests)
+    image = record.image
+    return {
+        "t": timings,
+        "c": [record.cache.steps, record.cache.cached],
+        "i": None
+        if image is None
+        else [image.ref, image.digest, image.size_bytes, image.layers, image.rebuilt],
+        "e": sorted(k for k, v in record.evidence.items() if v is not None),
+        "q": record.quarantine.ref if record.quarantine else None,
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class LightImage:
+    ref: str
+    digest: str | None
+    size_bytes: int | None
+    layers: int | None
+    rebuilt: bool
+
+
+@dataclass(frozen=True, slots=True)
+class LightCache:
+    steps: int
+    cached: int
+
+
+@dataclass(frozen=True, slots=True)
+class LightQuarantine:
+    ref: str
+
+
+@dataclass(frozen=True, slots=True)
+class LightRecord:
+    """What build figures (factory.report.metrics) and gc (factory.records.retention) read of a
+    record, from
+    index columns that were validated when the record was indexed: ids, keys, status, times,
+    image, cache, timings, which evidence kinds exist, and the quarantine reference. Made in a
+    microsecond, where parsing the whole record takes a hundred."""
+
+    build_id: str
+    manifest_id: str
+    platform: str
+    pool: str
+    status: str
+    build_key: str
+    record_key: str
+    finished_at: str
+    timings_s: dict
+    cache: LightCache
+    image: LightImage | None
+    evidence: dict
+    quarantine: LightQuarantine | None
+    tests: tuple = ()
+
+    @property
+    def started_at(self) -> str:
+        return self.finished_at
+
+
+def light_record(row) -> LightRecord:
+    summary = json.loads(row.summary_json)
+    image = summary["i"]
+    return LightRecord(
+        build_id=row.build_id,
+        manifest_id=row.manifest_id,
+        platform=row.platform,
+        pool=row.pool,
+        status=row.status,
+        build_key=row.build_key,
+        record_key=row.record_key,
+        finished_at=row.finished_at,
+        timings_s=summary["t"],
+        cache=LightCache(*summary["c"]),
+        image=None if image is None else LightImage(*image),
+        evidence=dict.fromkeys(summary["e"], True),
+        quarantine=LightQuarantine(summary["q"]) if summary.get("q") else None,
+    )
+
+
+def _image_tag(record: CompatibilityRecord) -> str | None:
+    from factory.platforms import BY_NAME
+
+    platform = BY_NAME.get(record.platform)
+    return f"{platform.slug}-{record.build_key[:12]}" if platform else None
+
+
+def index_row(record: CompatibilityRecord, uri: str, now: float) -> dict:
+    return {
+        "build_id": record.build_id,
+        "manifest_id": record.manifest_id,
+        "platform": record.platform,
+        "pool": record.pool,
+        "status": record.status,
+        "build_key": record.build_key,
+        "record_key": record.record_key,
+        "finished_at": record.finished_at,
+        "image_digest": record.image.digest if record.image else None,
+        "record_uri": uri,
+        "worker": record.executor.worker if record.executor else None,
+        "run_id": record.dagster.run_id,
+        "record_json": json.dumps(record.model_dump(mode="json"), sort_keys=True),
+        "summary_json": json.dumps(_summary(record)),
+        "image_tag": _image_tag(record),
+        "quarantined": int(bool(record.quarantine and record.quarantine.ref)),
+        "indexed_at": now,
+    }
+
+
+def chunks(values: list, size: int = IN_CHUNK) -> Iterable[list]:
+    for start in range(0, len(values), size):
+        yield values[start : start + size]

@@ -1,0 +1,141 @@
+"""The compatibility record (record_version 1): its shape, and how one is assembled.
+
+A record is written once per build attempt and never changed; DESIGN.md lists its fields and
+docs/records.md explains them to users.
+"""
+
+import uuid
+from datetime import UTC, datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+RECORD_VERSION = 1
+Status = Literal["pass", "fail", "error"]
+STATUSES: tuple[str, ...] = ("pass", "fail", "error")
+
+
+def new_build_id() -> str:
+    return str(uuid.uuid4())
+
+
+def utc_now() -> str:
+    """UTC ISO 8601 with seconds precision and a Z, as records store times."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ImageInfo(_Section):
+    ref: str
+    digest: str | None = None
+    size_bytes: int | None = None
+    layers: int | None = None
+    rebuilt: bool = True
+
+
+class SuiteResult(_Section):
+    suite: str
+    status: Literal["pass", "fail"]
+    exit_code: int | None
+    duration_s: float
+    timed_out: bool = False
+
+
+class CacheInfo(_Section):
+    steps: int = 0
+    cached: int = 0
+
+
+class EvidenceRef(_Section):
+    uri: str
+    sha256: str
+
+
+class ErrorInfo(_Section):
+    stage: str
+    message: str
+    log_tail: str = ""
+    transient: bool = False  # infrastructure trouble (retried), not a verdict on the manifest
+    attempts: int = 1
+
+
+class DagsterRef(_Section):
+    run_id: str | None = None
+    partition: str | None = None
+
+
+class ExecutorRef(_Section):
+    """Where the build ran (see factory/build/executor_identity.py)."""
+
+    kind: str
+    worker: str
+    pool: str
+    host: str
+    docker_host: str
+    engine_id: str | None = None
+
+
+class AttestationRef(_Section):
+    """One signed attestation attached to the image in the registry (docs/records.md)."""
+
+    kind: str  # "sbom" or "provenance"
+    predicate_type: str
+    manifest_digest: str  # the OCI artifact manifest whose subject is the image
+    envelope_digest: str  # its one layer: the DSSE envelope
+
+
+class AttestationInfo(_Section):
+    """The image's signed attestations; `error` says why they are missing when pushing failed."""
+
+    signed: bool = False
+    key_id: str | None = None
+    scheme: str | None = None  # "referrers" (the registry's API) or "tag" (OCI 1.1 fallback tag)
+    items: list[AttestationRef] = Field(default_factory=list)
+    error: str | None = None
+
+
+class QuarantineInfo(_Section):
+    """Where a failing record's image was moved (`factory-quarantine/<id>:<tag>`), or why not."""
+
+    ref: str | None = None
+    error: str | None = None
+
+
+class CompatibilityRecord(_Section):
+    """One build attempt's outcome for one manifest x platform."""
+
+    record_version: Literal[1] = RECORD_VERSION
+    build_id: str
+    manifest_id: str
+    platform: str
+    pool: str
+    status: Status
+    build_key: str
+    record_key: str
+    inputs: dict
+    image: ImageInfo | None = None
+    tests: list[SuiteResult] = Field(default_factory=list)
+    cache: CacheInfo = Field(default_factory=CacheInfo)
+    timings_s: dict[str, float] = Field(default_factory=dict)
+    evidence: dict[str, EvidenceRef | None] = Field(default_factory=dict)
+    error: ErrorInfo | None = None
+    started_at: str
+    finished_at: str
+    dagster: DagsterRef = Field(default_factory=DagsterRef)
+    # Absent in records written before executors were named.
+    executor: ExecutorRef | None = None
+    # Absent in records written before attestations and quarantine existed.
+    attestations: AttestationInfo | None = None
+    quarantine: QuarantineInfo | None = None
+
+
+def parse_record(data: dict) -> CompatibilityRecord:
+    return CompatibilityRecord.model_validate(data)
+
+
+def log_tail(text: str, lines: int = 40) -> str:
+    """The last lines of a log: enough to triage without opening the evidence."""
+    return "\n".join(text.rstrip("\n").splitlines()[-lines:])

@@ -1,0 +1,4 @@
+"""The several-hosts shape: Celery settings, the per-pool worker, and asking workers what they do.
+
+Nothing is imported here, so that importing one module of the package stays cheap.
+"""
