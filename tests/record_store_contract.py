@@ -2,8 +2,8 @@
 
 A subclass names its implementation by overriding the `store` fixture and two hooks: the URI
 prefix its entries live under, and the raw entry names in one folder (files, or object keys).
-The local folders run it in tests/unit/test_local_record_store.py, S3 (a moto server) in
-tests/integration/test_s3_record_store.py, so both stores are held to the same behaviour.
+The local folders run it in tests/unit/records/test_local_record_store.py, S3 (a moto server) in
+tests/integration/s3/test_s3_record_store.py, so both stores are held to the same behaviour.
 """
 
 import hashlib
@@ -14,7 +14,7 @@ import pytest
 from factory.errors import RecordExistsError
 from factory.records.model import new_build_id
 from factory.records.store import LAYOUT, RecordStore, json_bytes
-from tests.unit.test_records import make_record
+from tests.unit.records.test_records import make_record
 
 WRITERS = 20
 

@@ -1,5 +1,6 @@
-"""What the records index promises, run against SQLite (tests/unit/test_records_index.py) and a
-real PostgreSQL server (tests/integration/test_records_index_postgres.py).
+"""What the records index promises, run against SQLite (tests/unit/records/test_records_index.py)
+and a
+real PostgreSQL server (tests/integration/postgres/test_records_index_postgres.py).
 
 A subclass supplies `index_url(tmp_path)`; the record store is always the local folders, so the
 records themselves are the same in both.
@@ -11,7 +12,7 @@ import pytest
 
 from factory.records.index import RecordsIndex, open_index
 from factory.records.store import LocalRecordStore
-from tests.unit.test_records import make_record
+from tests.unit.records.test_records import make_record
 
 KEY = "%064x"
 

@@ -1,6 +1,6 @@
 """The Dagster UI on a throw-away instance, and Debian's Chromium to look at it.
 
-Shared by the browser test (tests/integration/test_ui_browser.py) and the docs screenshots
+Shared by the browser test (tests/integration/dagster/test_ui_browser.py) and the docs screenshots
 (docs/screenshots.py). `ui_server` gives a `dagster-webserver` (and optionally a `dagster-daemon`,
 which executes runs launched from the UI: the instance queues them) on a free loopback port, with
 its own DAGSTER_HOME, data dir and manifest store, and stops exactly the processes it started.

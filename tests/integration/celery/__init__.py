@@ -1,0 +1,1 @@
+"""Integration tests of the several-hosts shape: Redis broker, Celery workers on extra engines."""

@@ -1,0 +1,2 @@
+"""Integration tests that need a Dagster instance, daemon or webserver besides the local
+services."""

@@ -1,0 +1,1 @@
+"""Integration tests on a real PostgreSQL server (session fixture `postgres`)."""

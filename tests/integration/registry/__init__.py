@@ -1,0 +1,2 @@
+"""Integration tests whose subject is the registry: the client, gc, verify, attestations,
+publish."""

@@ -1,0 +1,1 @@
+"""Integration tests on an S3 endpoint (moto's server)."""

@@ -1,0 +1,2 @@
+"""Unit tests of factory/store: models, validation, rendering, keys, hostile stores and
+templates."""
