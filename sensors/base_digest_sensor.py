@@ -6,14 +6,12 @@ architecture is pushed), so an arm64 refresh never rebuilds amd64.
 
 import dagster as dg
 
-from factory.errors import FactoryError, StoreError
+from factory.errors import FactoryError
 from factory.plan.decisions import resolve_base_digests
-from factory.plan.ticks import Cursor, fingerprint, max_run_requests, next_slice, sensor_interval_s
+from factory.plan.ticks import fingerprint, max_run_requests, next_slice
 from factory.platforms import platform as lookup_platform
 from factory.store.load import LoadedStore
-from factory_assets.jobs import BUILD_JOBS
-from resources import DockerBuilder, ManifestStore, RecordStore
-from sensors.common import observation, run_request, runnable_items
+from sensors.common import BuildTick, TickResult, build_sensor, requested
 
 
 def _pair(base: str, oci_platform: str) -> str:
@@ -24,25 +22,11 @@ def _base_names(store: LoadedStore) -> str:
     return ", ".join(f"{b.image}:{b.tag}" for b in store.model.bases.values())
 
 
-@dg.sensor(
-    name="base_digest_sensor",
-    jobs=BUILD_JOBS,
-    minimum_interval_seconds=sensor_interval_s(),
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Resolves each base image's per-platform digest; when one moves, requests runs "
-    "for exactly the combinations on that base and platform.",
-)
-def base_digest_sensor(
-    context: dg.SensorEvaluationContext,
-    manifest_store: ManifestStore,
-    record_store: RecordStore,
-    docker_builder: DockerBuilder,
-) -> dg.SensorResult | dg.SkipReason:
-    cursor = Cursor.parse(context.cursor)
-    try:
-        store = manifest_store.load()
-    except StoreError as exc:
-        return dg.SkipReason(f"manifest store is invalid; nothing requested. {exc}")
+@build_sensor(unchanged_when_invalid="nothing requested")
+def base_digest_sensor(tick: BuildTick) -> TickResult:
+    """Resolves each base image's per-platform digest; when one moves, requests runs for exactly
+    the combinations on that base and platform."""
+    store, cursor = tick.store, tick.cursor
     try:
         resolved = resolve_base_digests(store, store.combinations())
     except FactoryError as exc:
@@ -65,7 +49,7 @@ def base_digest_sensor(
     try:
         items = [
             i
-            for i in runnable_items(store, resolved, record_store, docker_builder)
+            for i in tick.runnable_items(resolved)
             if _pair(store.manifest(i.manifest_id).base, oci_platform(i.platform)) in moved
         ]
     except FactoryError as exc:
@@ -73,12 +57,8 @@ def base_digest_sensor(
     batch, new_cursor = next_slice(items, state, cursor, max_run_requests())
     if not new_cursor.batch:
         new_cursor.digests = current  # every run for the moved digests has been requested
-    context.log.info(f"base digests moved: {sorted(moved)}; requesting {len(batch)} runs")
-    return dg.SensorResult(
-        run_requests=[run_request(i) for i in batch],
-        asset_events=[observation(i) for i in batch],
-        cursor=new_cursor.dump(),
-    )
+    tick.context.log.info(f"base digests moved: {sorted(moved)}; requesting {len(batch)} runs")
+    return requested(batch, new_cursor)
 
 
 def oci_platform(platform_name: str) -> str:
