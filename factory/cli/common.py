@@ -3,6 +3,7 @@ and `submit` compute it."""
 
 import click
 
+from factory.errors import FactoryError
 from factory.settings import Settings
 
 PLATFORM_CHOICE = click.Choice(["linux/amd64", "linux/arm64", "linux/amd64+gpu"])
@@ -39,6 +40,38 @@ retry_failed_option = click.option(
     is_flag=True,
     help="Try combinations whose newest record failed now, without waiting for their backoff.",
 )
+
+
+def plan_options(force_help: str):
+    """The options that select a plan, in this order: --manifest-store, --manifest-id, --platform,
+    --force (`force_help` says what it does for the command) and --retry-failed. The command
+    hands them on to `plan_selected`."""
+    force_option = click.option("--force", is_flag=True, help=force_help)
+    options = (store_option, manifest_option, platform_option, force_option, retry_failed_option)
+
+    def apply(command):
+        for option in reversed(options):  # as stacked decorators: the first one listed on top
+            command = option(command)
+        return command
+
+    return apply
+
+
+def plan_selected(*, manifest_store, manifest_ids, platforms, force, retry_failed):
+    """The settings, store, record index and plan that `plan_options` select; an unknown manifest
+    or a store, registry or records problem is the command's error message."""
+    settings = settings_for(manifest_store)
+    try:
+        store, index, items = plan_for(
+            settings,
+            manifest_ids=manifest_ids,
+            platforms=platforms,
+            force=force,
+            retry_failed=retry_failed,
+        )
+    except (FactoryError, KeyError) as exc:
+        raise fail(exc) from None
+    return settings, store, index, items
 
 
 def plan_for(

@@ -11,8 +11,9 @@ from factory.cli.common import (
     fail,
     manifest_option,
     plan_for,
+    plan_options,
+    plan_selected,
     platform_option,
-    retry_failed_option,
     settings_for,
     store_option,
 )
@@ -62,30 +63,16 @@ def validate(manifest_store: str | None) -> None:
 
 
 @main.command(name="plan")
-@store_option
-@manifest_option
-@platform_option
-@click.option("--force", is_flag=True, help="Plan to re-run (and rebuild) even up-to-date ones.")
-@retry_failed_option
+@plan_options(force_help="Plan to re-run (and rebuild) even up-to-date ones.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list of plan items.")
-def plan_command(manifest_store, manifest_ids, platforms, force, retry_failed, as_json) -> None:
+def plan_command(as_json, **selection) -> None:
     """Show what `factory run` would run, why, and whether it needs a new image.
 
     A combination whose newest record failed for its current keys waits out a backoff
     (`failed_backoff`, with the time of the next attempt): 1 h after the first failure, doubling
     up to 32 h (FACTORY_FAILED_BACKOFF_S, FACTORY_FAILED_BACKOFF_MAX_S).
     """
-    settings = settings_for(manifest_store)
-    try:
-        _, _, items = plan_for(
-            settings,
-            manifest_ids=manifest_ids,
-            platforms=platforms,
-            force=force,
-            retry_failed=retry_failed,
-        )
-    except (FactoryError, KeyError) as exc:
-        raise fail(exc) from None
+    _, _, _, items = plan_selected(**selection)
     if as_json:
         click.echo(json.dumps([i.as_dict() for i in items], indent=2))
         return

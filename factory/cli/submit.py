@@ -9,15 +9,7 @@ recipe is `factory submit --wait` (exit 0 when every run succeeded).
 
 import click
 
-from factory.cli.common import (
-    fail,
-    manifest_option,
-    plan_for,
-    platform_option,
-    retry_failed_option,
-    settings_for,
-    store_option,
-)
+from factory.cli.common import fail, plan_options, plan_selected
 from factory.errors import FactoryError
 
 DEFAULT_WAIT_TIMEOUT_S = 6 * 3600
@@ -32,11 +24,7 @@ def _print_plan(items, todo) -> None:
 
 
 @click.command(name="submit")
-@store_option
-@manifest_option
-@platform_option
-@click.option("--force", is_flag=True, help="Submit (and rebuild) even combinations that passed.")
-@retry_failed_option
+@plan_options(force_help="Submit (and rebuild) even combinations that passed.")
 @click.option(
     "--url",
     default=None,
@@ -52,9 +40,7 @@ def _print_plan(items, todo) -> None:
     show_default=True,
     help="With --wait: give up (exit 1) after this many seconds.",
 )
-def submit_command(
-    manifest_store, manifest_ids, platforms, force, retry_failed, url, wait, timeout_s
-) -> None:
+def submit_command(force, url, wait, timeout_s, **selection) -> None:
     """Queue what the plan says to run in the deployment's run queue; print the run ids.
 
     Each combination is one run of its platform's `build_<slug>` job for its partition, tagged
@@ -70,17 +56,7 @@ def submit_command(
             parse_url(url)  # before planning, which asks the registry
         except SubmitError as exc:
             raise fail(exc) from None
-    settings = settings_for(manifest_store)
-    try:
-        store, _, items = plan_for(
-            settings,
-            manifest_ids=manifest_ids,
-            platforms=platforms,
-            force=force,
-            retry_failed=retry_failed,
-        )
-    except (FactoryError, KeyError) as exc:
-        raise fail(exc) from None
+    settings, store, _, items = plan_selected(force=force, **selection)
     todo = sorted(
         (i for i in items if i.action == "run"),
         key=PlanItem.queue_order,

@@ -22,7 +22,7 @@ from factory.workers.celery_settings import POOLS
 )
 @click.option(
     "--max-idle",
-    "max_idle",
+    "max_idle_s",
     type=click.FloatRange(min=0, min_open=True),
     default=None,
     help="Exit (status 0) after this many seconds without a task: an ephemeral executor.",
@@ -46,7 +46,7 @@ from factory.workers.celery_settings import POOLS
 @click.option(
     "--loglevel", default="INFO", show_default=True, help="Celery's log level for the worker."
 )
-def worker_command(pool, concurrency, max_idle, docker_host, data_dir, name, loglevel) -> None:
+def worker_command(**flags) -> None:
     """Run a Celery worker that executes the steps of one pool's queue.
 
     It takes each combination's one step from the broker (FACTORY_CELERY_BROKER, default
@@ -58,15 +58,7 @@ def worker_command(pool, concurrency, max_idle, docker_host, data_dir, name, log
     from factory.workers.celery_worker import preflight, run_worker, validate_options
 
     try:
-        options = validate_options(
-            pool=pool,
-            concurrency=concurrency,
-            max_idle_s=max_idle,
-            docker_host=docker_host,
-            data_dir=data_dir,
-            name=name,
-        )
-        options = type(options)(**{**options.__dict__, "loglevel": loglevel.upper()})
+        options = validate_options(**flags)
         engine_id = preflight(options)
     except FactoryError as exc:
         raise click.ClickException(str(exc)) from None

@@ -2,9 +2,9 @@
 
 The worker is dagster-celery's own task (`execute_plan`, from `dagster_celery.tasks`) in a Celery
 app built with the settings the coordinator uses (`factory.workers.celery_settings.celery_config`),
-and
-consumes only its pool's queue. Before it starts it checks what it needs and says what is wrong:
-the broker answers, its Docker Engine answers, and a GPU worker's engine has an NVIDIA runtime.
+and consumes only its pool's queue. Before it starts it checks what it needs and says what is
+wrong: the broker answers, its Docker Engine answers, and a GPU worker's engine has an NVIDIA
+runtime.
 
 Its environment names it: FACTORY_WORKER_NAME (the Celery node name) and FACTORY_EXECUTOR=celery,
 which records put in their `executor` section, plus its own DOCKER_HOST and FACTORY_DATA_DIR. The
@@ -12,11 +12,9 @@ step processes (Celery's prefork children) inherit them.
 
 A watcher thread in the worker's main process, where Celery keeps its request bookkeeping, keeps an
 `IdleClock` (busy while a task runs or is reserved), ends the worker with a warm shutdown (exit 0)
-after `--max-idle` seconds without work, and renews the Redis visibility lease of the tasks
-the
+after `--max-idle` seconds without work, and renews the Redis visibility lease of the tasks the
 worker holds (see `factory.workers.celery_settings`). `factory status` asks every worker for its
-state
-through the `factory_state` inspect command registered here.
+state through the `factory_state` inspect command registered here.
 """
 
 import os
@@ -67,6 +65,14 @@ class _Runtime:
 _RUNTIME: _Runtime | None = None
 
 
+def _flag_or_env(flag: str | None, env: dict[str, str], name: str, missing: str) -> str:
+    """A flag's value, else the environment variable `name`; FactoryError(`missing`) if neither."""
+    value = (flag or env.get(name) or "").strip()
+    if not value:
+        raise FactoryError(missing)
+    return value
+
+
 def validate_options(
     *,
     pool: str,
@@ -75,6 +81,7 @@ def validate_options(
     docker_host: str | None,
     data_dir: str | None,
     name: str | None,
+    loglevel: str = "INFO",
     environ: dict[str, str] | None = None,
 ) -> WorkerOptions:
     """The worker's options from its flags and the environment; FactoryError says what is wrong."""
@@ -86,20 +93,20 @@ def validate_options(
     if max_idle_s is not None and max_idle_s <= 0:
         msg = f"--max-idle must be more than 0 seconds, not {max_idle_s:g}"
         raise FactoryError(msg)
-    host = (docker_host or env.get("DOCKER_HOST") or "").strip()
-    if not host:
-        msg = (
-            "no Docker Engine for this worker: pass --docker-host unix:///path/docker.sock (or "
-            "tcp://HOST:PORT), or set DOCKER_HOST"
-        )
-        raise FactoryError(msg)
-    folder = (data_dir or env.get("FACTORY_DATA_DIR") or "").strip()
-    if not folder:
-        msg = (
-            "no data dir for this worker: pass --data-dir DIR (each worker its own) or set "
-            "FACTORY_DATA_DIR"
-        )
-        raise FactoryError(msg)
+    host = _flag_or_env(
+        docker_host,
+        env,
+        "DOCKER_HOST",
+        "no Docker Engine for this worker: pass --docker-host unix:///path/docker.sock (or "
+        "tcp://HOST:PORT), or set DOCKER_HOST",
+    )
+    folder = _flag_or_env(
+        data_dir,
+        env,
+        "FACTORY_DATA_DIR",
+        "no data dir for this worker: pass --data-dir DIR (each worker its own) or set "
+        "FACTORY_DATA_DIR",
+    )
     node_host = (env.get("FACTORY_HOST_NAME") or "").strip() or socket.gethostname()
     broker = celery_settings.broker_url(env)
     celery_settings.broker_kind(broker)
@@ -113,6 +120,7 @@ def validate_options(
         broker=broker,
         backend=celery_settings.backend_url(env),
         visibility_s=celery_settings.visibility_timeout_s(env),
+        loglevel=loglevel.upper(),
     )
 
 
