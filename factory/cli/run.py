@@ -12,15 +12,7 @@ from dataclasses import dataclass, field
 
 import click
 
-from factory.cli.common import (
-    fail,
-    manifest_option,
-    plan_for,
-    platform_option,
-    retry_failed_option,
-    settings_for,
-    store_option,
-)
+from factory.cli.common import fail, plan_for, plan_options, settings_for
 from factory.errors import FactoryError
 
 
@@ -97,11 +89,7 @@ def _on_start(item) -> None:
 
 
 @click.command(name="run")
-@store_option
-@manifest_option
-@platform_option
-@click.option("--force", is_flag=True, help="Re-run and rebuild even combinations that passed.")
-@retry_failed_option
+@plan_options(force_help="Re-run and rebuild even combinations that passed.")
 @click.option(
     "--parallel",
     type=click.IntRange(1, 32),
