@@ -24,7 +24,9 @@ from factory.build.buildlog import matching_steps, run_steps
 from factory.errors import FactoryError
 from factory.records.model import CompatibilityRecord
 from factory.records.store import LocalRecordStore
-from factory.registry.client import INDEX_TYPES, RegistryClient, split_image
+from factory.registry.client import RegistryClient
+from factory.registry.manifests import INDEX_TYPES
+from factory.registry.names import split_image
 from factory.settings import DEFAULT_REGISTRY, PROJECT_ROOT
 
 EXAMPLE = PROJECT_ROOT / "control_plane" / "data"

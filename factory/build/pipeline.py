@@ -40,7 +40,8 @@ from factory.records.model import (
     utc_now,
 )
 from factory.records.store import RecordStore
-from factory.registry.client import RegistryClient, split_image
+from factory.registry.client import RegistryClient
+from factory.registry.names import split_image
 from factory.store.keys import build_key, cache_ref, combination_inputs, image_ref, record_key
 from factory.store.load import LoadedStore
 from factory.store.render import render_dockerfile

@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from factory.build.prewarm import distinct_stacks
 from factory.errors import InvalidNameError, RegistryError, ServiceError
 from factory.records.retention import GcPlan, KeptTag, ManifestDeletion
-from factory.registry.client import MAX_MANIFEST_BYTES, checked_digest
+from factory.registry.manifests import MAX_MANIFEST_BYTES, checked_digest
 from factory.report.metrics import parse_time
 from factory.store.load import LoadedStore
 

@@ -14,7 +14,8 @@ from datetime import UTC, datetime
 from factory.plan.backoff import Backoff
 from factory.platforms import Platform
 from factory.records.model import CompatibilityRecord
-from factory.registry.client import RegistryClient, split_image
+from factory.registry.client import RegistryClient
+from factory.registry.names import split_image
 from factory.report.metrics import parse_time
 from factory.store.keys import CombinationInputs, build_key, combination_inputs, record_key
 from factory.store.load import LoadedStore

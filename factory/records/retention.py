@@ -48,7 +48,9 @@ from factory.records.gc_source import IndexedRecords, RecordList
 from factory.records.model import CompatibilityRecord
 from factory.records.retention_defaults import DEFAULT_EVIDENCE_DAYS, DEFAULT_KEEP
 from factory.records.store import MANIFEST_ID, LocalRecordStore
-from factory.registry.client import INDEX_TYPES, RegistryClient, is_digest, is_tag, parse_index
+from factory.registry.client import RegistryClient
+from factory.registry.manifests import INDEX_TYPES, parse_index
+from factory.registry.names import is_digest, is_tag
 from factory.report.metrics import parse_time
 from factory.safe_json import printable
 

@@ -31,13 +31,9 @@ from dataclasses import asdict, dataclass
 from factory.errors import FactoryError, RegistryError
 from factory.plan.decisions import PlanItem, RecordIndex
 from factory.platforms import BY_NAME, PLATFORMS
-from factory.registry.client import (
-    IMAGE_TYPES,
-    RegistryClient,
-    build_index,
-    sha256_digest,
-    split_reference,
-)
+from factory.registry.client import RegistryClient
+from factory.registry.manifests import build_index
+from factory.registry.names import sha256_digest, split_reference
 from factory.store.keys import canonical_json
 from factory.store.load import LoadedStore
 
@@ -219,24 +215,19 @@ def publish(decision: PublishDecision, registry_client: RegistryClient) -> str:
         )
         raise FactoryError(msg)
     repository = _repository(decision, registry_client)
-    entries = []
-    for state, oci_platform in decision.index_entries():
-        digest = state.digest or ""
-        descriptor = registry_client.head_manifest(repository, digest)
-        if descriptor is None:
-            msg = (
-                f"{registry_client.address}/{repository}@{digest} ({decision.manifest_id} "
-                f"{state.platform}, build {state.build_id}) is not in the registry: re-run it "
-                f"with `factory run --force --manifest-id {decision.manifest_id}`"
-            )
-            raise RegistryError(msg)
-        if descriptor.media_type not in IMAGE_TYPES:
-            msg = (
-                f"{registry_client.address}/{repository}@{digest} is a {descriptor.media_type}, "
-                "not a single-platform image: it cannot be an index entry"
-            )
-            raise RegistryError(msg)
-        entries.append((descriptor, oci_platform))
+    entries = [
+        (
+            registry_client.image_descriptor(
+                repository,
+                state.digest or "",
+                missing=f"({decision.manifest_id} {state.platform}, build {state.build_id}) is "
+                "not in the registry: re-run it with "
+                f"`factory run --force --manifest-id {decision.manifest_id}`",
+            ),
+            oci_platform,
+        )
+        for state, oci_platform in decision.index_entries()
+    ]
     body = build_index(entries)
     media_type = json.loads(body)["mediaType"]
     index_digest = sha256_digest(body)

@@ -15,7 +15,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from factory.platforms import platform as lookup_platform
-from factory.registry.client import DOCKER_MANIFEST, RegistryClient, parse_platform, sha256_digest
+from factory.registry.client import RegistryClient
+from factory.registry.manifests import DOCKER_MANIFEST, parse_platform
+from factory.registry.names import sha256_digest
 from factory.services import busybox_package
 from factory.services.busybox_package import BASE_PACKAGE
 from factory.services.host_commands import STANDARD_PATH

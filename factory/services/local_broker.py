@@ -14,7 +14,7 @@ import socket
 from urllib.parse import urlsplit
 
 from factory.errors import ServiceError
-from factory.registry.client import is_loopback
+from factory.registry.names import is_loopback
 from factory.services.host_commands import ensure_installed
 from factory.services.processes import (
     forget,

@@ -9,7 +9,8 @@ import json
 import secrets
 
 from factory.errors import RegistryError, ServiceError
-from factory.registry.client import RegistryClient, is_loopback
+from factory.registry.client import RegistryClient
+from factory.registry.names import is_loopback
 from factory.services.host_commands import ensure_installed
 from factory.services.processes import (
     forget,

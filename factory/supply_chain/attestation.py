@@ -24,18 +24,17 @@ from typing import Any
 
 from factory.errors import FactoryError, InvalidNameError, RegistryError
 from factory.records.model import AttestationInfo, AttestationRef
-from factory.registry.client import (
+from factory.registry.client import RegistryClient
+from factory.registry.manifests import (
     IMAGE_TYPES,
     MAX_INDEX_ENTRIES,
     OCI_INDEX,
     OCI_MANIFEST,
-    RegistryClient,
     checked_digest,
     checked_size,
     parse_json_object,
-    sha256_digest,
-    split_reference,
 )
+from factory.registry.names import sha256_digest, split_reference
 from factory.safe_json import printable
 from factory.supply_chain.dsse import (
     IN_TOTO_PAYLOAD_TYPE,

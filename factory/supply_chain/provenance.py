@@ -16,7 +16,7 @@ import re
 from datetime import datetime
 from typing import Any
 
-from factory.registry.client import split_reference
+from factory.registry.names import split_reference
 from factory.store.keys import BUILD_RECIPE_VERSION
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"

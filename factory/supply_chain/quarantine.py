@@ -27,13 +27,9 @@ from factory.errors import FactoryError, InvalidNameError, RegistryError
 from factory.platforms import BY_SLUG
 from factory.records.model import CompatibilityRecord, QuarantineInfo
 from factory.records.retention import IMAGE_TAG, GcPlan, ManifestDeletion, repository_of
-from factory.registry.client import (
-    IMAGE_TYPES,
-    INDEX_TYPES,
-    RegistryClient,
-    parse_index,
-    split_reference,
-)
+from factory.registry.client import RegistryClient
+from factory.registry.manifests import IMAGE_TYPES, INDEX_TYPES, parse_index
+from factory.registry.names import split_reference
 
 QUARANTINE_NAMESPACE = "factory-quarantine"
 _IMAGE_REPOSITORY = re.compile(r"^factory/(?P<id>[a-z0-9][a-z0-9_-]{0,62})$")

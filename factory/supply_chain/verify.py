@@ -23,7 +23,8 @@ from factory.errors import FactoryError, RegistryError, ServiceError
 from factory.platforms import platform as lookup_platform
 from factory.records.model import CompatibilityRecord, EvidenceRef
 from factory.records.store import RecordStore, check_id, load_record
-from factory.registry.client import RegistryClient, split_reference
+from factory.registry.client import RegistryClient
+from factory.registry.names import split_reference
 from factory.safe_json import UnreadableEntryError, parse_json, printable
 from factory.store.keys import image_ref as expected_image_ref
 from factory.supply_chain.provenance import (

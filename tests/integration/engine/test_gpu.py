@@ -18,7 +18,8 @@ from factory.build.pipeline import Services, build_image, prepare, suite_environ
 from factory.build.prewarm import distinct_stacks, prewarm, stack_cache_ref
 from factory.platforms import BY_NAME
 from factory.records.store import LocalRecordStore
-from factory.registry.client import RegistryClient, split_reference
+from factory.registry.client import RegistryClient
+from factory.registry.names import split_reference
 from factory.services.embedded import docker_host
 from factory.services.extra_engine import extra_engine
 from factory.store.load import load_store

@@ -10,7 +10,8 @@ import pytest
 
 from factory.platforms import BY_NAME
 from factory.records.store import LocalRecordStore
-from factory.registry.client import RegistryClient, split_image
+from factory.registry.client import RegistryClient
+from factory.registry.names import split_image
 from factory.supply_chain.sbom import validate_sbom
 from factory.supply_chain.verify import verify_build
 from factory_assets.partitions import partitions_name

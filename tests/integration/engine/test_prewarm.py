@@ -14,7 +14,8 @@ import pytest
 from factory.build.engine import Engine
 from factory.build.prewarm import distinct_stacks, prewarm
 from factory.platforms import BY_NAME, PLATFORMS
-from factory.registry.client import RegistryClient, split_reference
+from factory.registry.client import RegistryClient
+from factory.registry.names import split_reference
 from factory.services.extra_engine import extra_engine
 from factory.store.load import load_store
 from factory_assets.prewarm import prewarm_job

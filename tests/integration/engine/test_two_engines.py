@@ -22,7 +22,8 @@ from factory.build.engine import Engine
 from factory.build.pipeline import BuildState, Services, build_image, prepare
 from factory.platforms import platform as lookup_platform
 from factory.records.store import LocalRecordStore
-from factory.registry.client import RegistryClient, split_reference
+from factory.registry.client import RegistryClient
+from factory.registry.names import split_reference
 from factory.services.embedded import docker_host
 from factory.services.extra_engine import extra_engine
 from factory.store.load import load_store

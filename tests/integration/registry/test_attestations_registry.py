@@ -17,7 +17,9 @@ from click.testing import CliRunner
 
 from factory.cli.main import main
 from factory.records.retention import GcPlan, ManifestDeletion, apply_gc
-from factory.registry.client import OCI_INDEX, OCI_MANIFEST, RegistryClient, split_reference
+from factory.registry.client import RegistryClient
+from factory.registry.manifests import OCI_INDEX, OCI_MANIFEST
+from factory.registry.names import split_reference
 from factory.supply_chain.attestation import (
     DSSE_MEDIA_TYPE,
     Referrer,
@@ -143,7 +145,7 @@ def _push_artifact(client, repository, artifact: dict, envelope: bytes) -> Refer
         "layers": [{"mediaType": DSSE_MEDIA_TYPE, "digest": digest, "size": len(envelope)}],
     }
     body = json.dumps(artifact).encode()
-    from factory.registry.client import sha256_digest
+    from factory.registry.names import sha256_digest
 
     manifest_digest = client.put_manifest(repository, sha256_digest(body), OCI_MANIFEST, body)
     return Referrer(

@@ -25,7 +25,8 @@ from factory.platforms import platform as lookup_platform
 from factory.records.model import CompatibilityRecord, ImageInfo
 from factory.records.retention import plan_gc
 from factory.records.store import LocalRecordStore
-from factory.registry.client import DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST, RegistryClient
+from factory.registry.client import RegistryClient
+from factory.registry.manifests import DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST
 from factory.supply_chain.verify import verify_build
 from tests.unit.registry.test_hostile_registry import GOOD, entry
 

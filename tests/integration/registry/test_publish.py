@@ -14,7 +14,8 @@ import pytest
 from factory.errors import FactoryError
 from factory.plan.decisions import RecordIndex, plan, resolve_base_digests
 from factory.records.store import LocalRecordStore
-from factory.registry.client import RegistryClient, split_reference
+from factory.registry.client import RegistryClient
+from factory.registry.names import split_reference
 from factory.registry.publish import LATEST_TAG, publish, publish_plan
 from factory.store.load import load_store
 from tests.integration.engine.test_pipeline import materialize

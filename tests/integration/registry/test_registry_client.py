@@ -5,7 +5,8 @@ import uuid
 import pytest
 
 from factory.errors import RegistryError
-from factory.registry.client import DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, RegistryClient
+from factory.registry.client import RegistryClient
+from factory.registry.manifests import DOCKER_MANIFEST, DOCKER_MANIFEST_LIST
 from factory.services.embedded import assemble_image, busybox_layer
 
 pytestmark = pytest.mark.integration

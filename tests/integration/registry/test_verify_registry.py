@@ -16,7 +16,8 @@ import pytest
 from factory.platforms import platform as lookup_platform
 from factory.records.model import CompatibilityRecord, ImageInfo
 from factory.records.store import LocalRecordStore
-from factory.registry.client import RegistryClient, split_reference
+from factory.registry.client import RegistryClient
+from factory.registry.names import split_reference
 from factory.services.embedded import DOCKER_CLI, docker_host
 from factory.store.keys import image_ref
 from factory.supply_chain.provenance import build_provenance

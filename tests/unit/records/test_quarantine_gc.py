@@ -10,7 +10,8 @@ from factory.build.stack_gc import plan_stack_gc
 from factory.errors import InvalidNameError, RegistryError
 from factory.records.model import QuarantineInfo
 from factory.records.retention import plan_gc
-from factory.registry.client import DOCKER_MANIFEST, sha256_digest
+from factory.registry.manifests import DOCKER_MANIFEST
+from factory.registry.names import sha256_digest
 from factory.settings import DEFAULT_MANIFEST_STORE
 from factory.store.load import load_store
 from factory.supply_chain.quarantine import quarantine_ref, quarantine_repository

@@ -16,7 +16,7 @@ from factory.records.retention import (
     plan_gc,
 )
 from factory.records.store import LocalRecordStore
-from factory.registry.client import DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_INDEX
+from factory.registry.manifests import DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_INDEX
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 REPO = "factory/m"

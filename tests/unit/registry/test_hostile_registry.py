@@ -6,13 +6,8 @@ import json
 import pytest
 
 from factory.errors import InvalidNameError, RegistryError
-from factory.registry.client import (
-    DOCKER_MANIFEST,
-    OCI_INDEX,
-    index_platforms,
-    parse_index,
-    registry_path,
-)
+from factory.registry.manifests import DOCKER_MANIFEST, OCI_INDEX, index_platforms, parse_index
+from factory.registry.names import registry_path
 
 GOOD = "sha256:" + "a" * 64
 WHERE = "127.0.0.1:5000/factory/base/busybox:1.35"

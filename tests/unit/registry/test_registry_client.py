@@ -6,21 +6,19 @@ import socket
 import pytest
 
 from factory.errors import ServiceError
-from factory.registry.client import (
+from factory.registry.client import RegistryClient
+from factory.registry.manifests import (
     DOCKER_MANIFEST,
     DOCKER_MANIFEST_LIST,
     OCI_INDEX,
     OCI_MANIFEST,
     Descriptor,
-    RegistryClient,
     build_index,
     format_platform,
     index_platforms,
-    is_loopback,
     parse_platform,
-    split_image,
-    split_reference,
 )
+from factory.registry.names import is_loopback, split_image, split_reference
 
 AMD64 = Descriptor(digest="sha256:" + "a" * 64, media_type=DOCKER_MANIFEST, size=427)
 ARM64 = Descriptor(digest="sha256:" + "b" * 64, media_type=DOCKER_MANIFEST, size=426)

@@ -7,7 +7,8 @@ import tarfile
 
 import pytest
 
-from factory.registry.client import DOCKER_MANIFEST, sha256_digest
+from factory.registry.manifests import DOCKER_MANIFEST
+from factory.registry.names import sha256_digest
 from factory.services.base_images import assemble_image, busybox_layer
 
 APPLETS = ["bin/sh", "bin/ls", "usr/bin/wget", "sbin/ifconfig", "bin/busybox"]
