@@ -31,7 +31,11 @@ class _Group(click.Group):
             raise click.ClickException(str(exc)) from None
 
 
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+# Every command's --help shows its options' defaults (click leaves out flags that are off and
+# options without a default).
+@click.group(
+    cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "show_default": True}
+)
 def main() -> None:
     """Factory: build, test and record a manifest store's images on every platform.
 
@@ -125,7 +129,6 @@ def render(manifest_store, manifest_id, platform_name) -> None:
     "fmt",
     type=click.Choice(["text", "json", "html"]),
     default="text",
-    show_default=True,
     help="text: a table; json: cells with links and history; html: a self-contained page.",
 )
 @click.option(
@@ -139,7 +142,6 @@ def render(manifest_store, manifest_id, platform_name) -> None:
     "history_n",
     type=click.IntRange(0, 100),
     default=5,
-    show_default=True,
     help="Results per cell in the json/html history, newest first.",
 )
 def matrix(manifest_store, fmt, output, history_n) -> None:

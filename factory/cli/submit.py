@@ -37,7 +37,6 @@ def _print_plan(items, todo) -> None:
     "timeout_s",
     type=click.FloatRange(min=1, max=7 * 86400),
     default=DEFAULT_WAIT_TIMEOUT_S,
-    show_default=True,
     help="With --wait: give up (exit 1) after this many seconds.",
 )
 def submit_command(force, url, wait, timeout_s, **selection) -> None:

@@ -17,35 +17,22 @@ from factory.workers.celery_settings import POOLS
     "--concurrency",
     type=click.IntRange(1, 64),
     default=1,
-    show_default=True,
     help="Steps (combinations) this worker runs at the same time.",
 )
 @click.option(
     "--max-idle",
     "max_idle_s",
     type=click.FloatRange(min=0, min_open=True),
-    default=None,
     help="Exit (status 0) after this many seconds without a task: an ephemeral executor.",
 )
-@click.option(
-    "--docker-host",
-    default=None,
-    help="This worker's Docker Engine (default: $DOCKER_HOST).",
-)
+@click.option("--docker-host", help="This worker's Docker Engine (default: $DOCKER_HOST).")
 @click.option(
     "--data-dir",
     type=click.Path(file_okay=False),
-    default=None,
     help="This worker's own data dir for staged files (default: $FACTORY_DATA_DIR).",
 )
-@click.option(
-    "--name",
-    default=None,
-    help="Celery node name NAME[@HOST] (default: the pool's name @ this host).",
-)
-@click.option(
-    "--loglevel", default="INFO", show_default=True, help="Celery's log level for the worker."
-)
+@click.option("--name", help="Celery node name NAME[@HOST] (default: the pool's name @ this host).")
+@click.option("--loglevel", default="INFO", help="Celery's log level for the worker.")
 def worker_command(**flags) -> None:
     """Run a Celery worker that executes the steps of one pool's queue.
 
