@@ -16,14 +16,9 @@ import dagster as dg
 
 from factory.build.engine_prune import apply_engine_prune, plan_engine_prune
 from factory.build.stack_gc import plan_stack_gc
+from factory.records.gc_apply import apply_gc, local_registry_config
 from factory.records.gc_source import IndexedRecords
-from factory.records.retention import (
-    DEFAULT_EVIDENCE_DAYS,
-    DEFAULT_KEEP,
-    apply_gc,
-    local_registry_config,
-    plan_gc,
-)
+from factory.records.retention import DEFAULT_EVIDENCE_DAYS, DEFAULT_KEEP, plan_gc
 from resources import DockerBuilder, ManifestStore, RecordStore, Registry
 
 RETENTION_CRON = os.environ.get("FACTORY_RETENTION_CRON", "0 4 * * 0")

@@ -16,20 +16,17 @@ from factory.settings import Settings
     "--keep",
     type=click.IntRange(min=1),
     default=DEFAULT_KEEP,
-    show_default=True,
     help="Image tags to keep per manifest x platform.",
 )
 @click.option(
     "--evidence-days",
     type=click.IntRange(min=0),
     default=DEFAULT_EVIDENCE_DAYS,
-    show_default=True,
     help="Keep evidence, SBOMs and provenance this many days (releases always).",
 )
 @click.option(
     "--collect/--no-collect",
     default=True,
-    show_default=True,
     help="Run the registry's garbage-collect afterwards, when that is safe.",
 )
 @click.option(
@@ -66,8 +63,9 @@ def gc_command(
     (images of containers are never removed).
     """
     from factory.cli.engine_gc import add_stack_gc
+    from factory.records.gc_apply import apply_gc, collect_garbage, local_registry_config
     from factory.records.gc_source import IndexedRecords
-    from factory.records.retention import apply_gc, collect_garbage, local_registry_config, plan_gc
+    from factory.records.retention import plan_gc
     from factory.records.selection import open_record_store
     from factory.registry.client import RegistryClient
 

@@ -21,7 +21,6 @@ def keys_group() -> None:
     "--kind",
     type=click.Choice(["ed25519", "ecdsa-p256"]),
     default="ed25519",
-    show_default=True,
     help="Key algorithm.",
 )
 def generate(output: str, kind: str) -> None:
@@ -40,7 +39,7 @@ def generate(output: str, kind: str) -> None:
 def run_verify(build_id: str | None, no_registry: bool, image: str | None, key: str | None) -> None:
     """`factory verify`: a record (BUILD_ID), an image from the registry alone (--image --key),
     or both a record and its image's attestations (BUILD_ID --key)."""
-    from factory.supply_chain.attestation import verify_image
+    from factory.supply_chain.attestation_verify import verify_image
     from factory.supply_chain.signing_keys import load_public_key
 
     if (build_id is None) == (image is None):

@@ -1,8 +1,8 @@
 """The records a gc plan reads: from a list (tests, small stores), or from the records index.
 
 `plan_gc` (factory/records/retention.py) asks a source five questions, so that with the index it
-reads
-what the registry and the calendar make relevant instead of the whole history:
+reads what
+the registry and the calendar make relevant instead of the whole history:
 
 - `manifests()`: every manifest with a record (one row per combination);
 - `for_images(manifest, tags, digests)`: the records naming one of the build tags the registry
@@ -16,15 +16,11 @@ what the registry and the calendar make relevant instead of the whole history:
 from collections.abc import Iterable
 from datetime import datetime
 
-from factory.records.model import CompatibilityRecord
+from factory.records.model import CompatibilityRecord, record_order
 from factory.records.store import record_problem
 from factory.safe_json import printable
 
 ISO = "%Y-%m-%dT%H:%M:%S.%fZ"
-
-
-def _order(record: CompatibilityRecord) -> tuple[str, str]:
-    return (record.finished_at, record.build_id)
 
 
 class RecordList:
@@ -52,7 +48,7 @@ class RecordList:
     def released(self, manifest_id: str, digests: set[str]) -> list[str]:
         return [
             r.build_id
-            for r in sorted(self.by_manifest.get(manifest_id, []), key=_order)
+            for r in sorted(self.by_manifest.get(manifest_id, []), key=record_order)
             if r.image is not None and r.image.digest in digests
         ]
 
@@ -72,7 +68,7 @@ def _merge(*groups: Iterable[CompatibilityRecord]) -> list[CompatibilityRecord]:
     for group in groups:
         for record in group:
             merged.setdefault(record.build_id, record)
-    return sorted(merged.values(), key=_order)
+    return sorted(merged.values(), key=record_order)
 
 
 class IndexedRecords:

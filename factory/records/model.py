@@ -5,14 +5,16 @@ docs/records.md explains them to users.
 """
 
 import uuid
+from collections.abc import Callable, Hashable, Iterable
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
 RECORD_VERSION = 1
 Status = Literal["pass", "fail", "error"]
 STATUSES: tuple[str, ...] = ("pass", "fail", "error")
+K = TypeVar("K", bound=Hashable)
 
 
 def new_build_id() -> str:
@@ -139,3 +141,23 @@ def parse_record(data: dict) -> CompatibilityRecord:
 def log_tail(text: str, lines: int = 40) -> str:
     """The last lines of a log: enough to triage without opening the evidence."""
     return "\n".join(text.rstrip("\n").splitlines()[-lines:])
+
+
+def record_order(record: CompatibilityRecord) -> tuple[str, str]:
+    """Sorts records oldest first."""
+    # ISO 8601 UTC strings sort by time; the build_id breaks ties between equal times.
+    return (record.finished_at, record.build_id)
+
+
+def newest_by(
+    records: Iterable[CompatibilityRecord], key: Callable[[CompatibilityRecord], K | None]
+) -> dict[K, CompatibilityRecord]:
+    """The newest record for each `key(record)` (a platform, a tag); None leaves a record out."""
+    newest: dict[K, CompatibilityRecord] = {}
+    for record in records:
+        name = key(record)
+        if name is not None and (
+            name not in newest or record_order(record) > record_order(newest[name])
+        ):
+            newest[name] = record
+    return newest

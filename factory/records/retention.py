@@ -1,4 +1,5 @@
-"""Retention: which old images and evidence files to remove, and removing them safely.
+"""Retention: which old images and evidence files to remove (factory/records/gc_apply.py removes
+them).
 
 `plan_gc` decides and changes nothing, so `factory gc --dry-run`, the CLI and the weekly Dagster
 job all show and do exactly the same thing. What is kept, and why:
@@ -23,45 +24,31 @@ segment). A record whose fields are not usable (`record_store.record_problem`: a
 `/`, a bad `finished_at`, a manifest id like `../x`) is left out of the plan with a warning; its
 image tags then count as untracked and are kept.
 
-Blobs only leave the registry's disk when `docker-registry garbage-collect` runs (FACTS.md).
-Distribution's garbage collector is stop-the-world: it must run with the registry stopped or in
-read-only mode (distribution docs, "Garbage collection"), or it can delete the layers of an image
-being pushed. The registry Factory starts also keeps an in-memory blob descriptor cache, so after
-a collection it would keep answering "exists" for deleted layers until restarted, and a later push
-of an identical layer would be skipped by the client and leave a broken image (distribution
-issue #1939). `collect_garbage` therefore refuses to run while the registry serving the config
-answers and is not read-only; the next step is printed instead.
+Applying a plan, and collecting the registry's blobs after it, is factory/records/gc_apply.py.
 """
 
-import json
 import re
-import shutil
-import subprocess
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from factory.errors import FactoryError, InvalidNameError, RegistryError, ServiceError
+from factory.errors import FactoryError, InvalidNameError, RegistryError
 from factory.platforms import BY_NAME, BY_SLUG
 from factory.records.gc_source import IndexedRecords, RecordList
-from factory.records.model import CompatibilityRecord
+from factory.records.model import CompatibilityRecord, newest_by, record_order
 from factory.records.retention_defaults import DEFAULT_EVIDENCE_DAYS, DEFAULT_KEEP
 from factory.records.store import MANIFEST_ID, LocalRecordStore
-from factory.registry.client import RegistryClient
 from factory.registry.manifests import INDEX_TYPES, parse_index
 from factory.registry.names import is_digest, is_tag
 from factory.report.metrics import parse_time
 from factory.safe_json import printable
+from factory.supply_chain.referrers import plan_referrer_gc
 
 # `<slug>-<first 12 hex of build_key>`, as `factory.store.keys.image_ref` names build images.
 IMAGE_TAG = re.compile(r"^(?P<slug>[a-z0-9_]+)-(?P<key>[0-9a-f]{12})$")
 # The record's `evidence` entries and the record store kinds that hold them.
 EVIDENCE_KINDS = ("evidence", "sbom", "provenance")
-REGISTRY_BINARY = "docker-registry"
-COLLECT_TIMEOUT_S = 1800.0
-PROBE_TIMEOUT_S = 2.0
-OUTPUT_TAIL_LINES = 20
 
 
 def repository_of(manifest_id: str) -> str:
@@ -83,19 +70,8 @@ def record_tag(record: CompatibilityRecord) -> str | None:
     return f"{platform.slug}-{record.build_key[:12]}"
 
 
-def _order(record: CompatibilityRecord) -> tuple[str, str]:
-    # ISO 8601 UTC strings sort by time; the build_id breaks ties as latest_by_combination does.
-    return (record.finished_at, record.build_id)
-
-
-def _newest_per_platform(records: list[CompatibilityRecord]) -> dict[str, CompatibilityRecord]:
-    """The newest record per platform of one manifest's records."""
-    newest: dict[str, CompatibilityRecord] = {}
-    for record in records:
-        current = newest.get(record.platform)
-        if current is None or _order(record) > _order(current):
-            newest[record.platform] = record
-    return newest
+def _platform(record: CompatibilityRecord) -> str:
+    return record.platform
 
 
 @dataclass(frozen=True)
@@ -109,6 +85,26 @@ class ManifestDeletion:
     platforms: tuple[str, ...]
     newest_record_at: str
     reason: str = ""  # said instead of the newest record when no record decides (stack refs)
+
+    @classmethod
+    def of_records(
+        cls,
+        repository: str,
+        manifest_id: str,
+        digest: str,
+        tags: Iterable[str],
+        records: Iterable[CompatibilityRecord],
+    ) -> "ManifestDeletion":
+        """The deletion of `digest` and its `tags`, dated and placed by the records naming them."""
+        records = list(records)
+        return cls(
+            repository=repository,
+            digest=digest,
+            tags=tuple(sorted(tags)),
+            manifest_id=manifest_id,
+            platforms=tuple(sorted({r.platform for r in records})),
+            newest_record_at=max(r.finished_at for r in records),
+        )
 
 
 @dataclass(frozen=True)
@@ -290,16 +286,14 @@ def plan_gc(
 
     plan_quarantine_gc(plan, source.quarantined(), registry_client)
     # The signed attestations attached to the images deleted above go with them.
-    from factory.supply_chain.attestation import plan_referrer_gc
-
     plan_referrer_gc(plan, registry_client)
 
     store = LocalRecordStore(data_dir) if data_dir is not None else None
     cutoff = now - timedelta(days=evidence_days)
     for manifest_id, candidates in source.for_evidence(cutoff).items():
         pinned = published.get(manifest_id)
-        current = _newest_per_platform(candidates)
-        for record in sorted(candidates, key=_order):
+        current = newest_by(candidates, _platform)
+        for record in sorted(candidates, key=record_order):
             digest = record.image.digest if record.image else None
             if pinned is None or (digest is not None and digest in pinned):
                 continue
@@ -332,14 +326,8 @@ def _plan_images(
     found: _Repository,
 ) -> None:
     """Add one repository's deletions and notable kept tags to the plan."""
-    newest_for_tag: dict[str, CompatibilityRecord] = {}
-    for record in records:
-        tag = record_tag(record)
-        if tag is not None and (
-            tag not in newest_for_tag or _order(record) > _order(newest_for_tag[tag])
-        ):
-            newest_for_tag[tag] = record
-    newest_for_combination = _newest_per_platform(records)
+    newest_for_tag = newest_by(records, record_tag)
+    newest_for_combination = newest_by(records, _platform)
 
     # Why each digest must stay; a digest is only deleted when nothing here names it.
     protected: dict[str, str] = {
@@ -355,7 +343,7 @@ def _plan_images(
     candidates: list[str] = []
     for slug in sorted(by_slug):
         tracked = [t for t in by_slug[slug] if t in newest_for_tag]
-        tracked.sort(key=lambda t: _order(newest_for_tag[t]), reverse=True)
+        tracked.sort(key=lambda t: record_order(newest_for_tag[t]), reverse=True)
         for tag in tracked[: plan.keep]:
             protected.setdefault(found.build_tags[tag], f"same image as kept tag {tag}")
         candidates += tracked[plan.keep :]
@@ -374,203 +362,9 @@ def _plan_images(
         else:
             doomed.setdefault(digest, []).append(tag)
     for digest, tags in sorted(
-        doomed.items(), key=lambda item: max(_order(newest_for_tag[t]) for t in item[1])
+        doomed.items(), key=lambda item: max(record_order(newest_for_tag[t]) for t in item[1])
     ):
-        newest = max((newest_for_tag[t] for t in tags), key=_order)
+        named = [newest_for_tag[t] for t in tags]
         plan.deletions.append(
-            ManifestDeletion(
-                repository=repository,
-                digest=digest,
-                tags=tuple(sorted(tags)),
-                manifest_id=manifest_id,
-                platforms=tuple(sorted({newest_for_tag[t].platform for t in tags})),
-                newest_record_at=newest.finished_at,
-            )
+            ManifestDeletion.of_records(repository, manifest_id, digest, tags, named)
         )
-
-
-# -- applying -----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class CollectResult:
-    """What `docker-registry garbage-collect` did, or why it did not run."""
-
-    ran: bool
-    detail: str
-    blobs_deleted: int = 0
-    bytes_freed: int = 0
-    output_tail: str = ""
-
-
-@dataclass(frozen=True)
-class GcResult:
-    """What `apply_gc` removed."""
-
-    manifests_deleted: int
-    files_removed: int
-    bytes_removed: int
-    collect: CollectResult | None
-
-    def summary(self) -> dict:
-        return {
-            "manifests_deleted": self.manifests_deleted,
-            "files_removed": self.files_removed,
-            "file_bytes_removed": self.bytes_removed,
-            "collect_ran": bool(self.collect and self.collect.ran),
-            "blobs_deleted": self.collect.blobs_deleted if self.collect else 0,
-            "blob_bytes_freed": self.collect.bytes_freed if self.collect else 0,
-        }
-
-
-def apply_gc(
-    plan: GcPlan,
-    registry_client,
-    data_dir: Path,
-    *,
-    registry_config: Path | None = None,
-    records_index=None,
-) -> GcResult:
-    """Delete the plan's manifests by digest, remove its files, then collect the registry's blobs.
-
-    Apply a fresh plan: the plan was true when it was made. Files are found by the record store
-    layout under `data_dir`, not by the URIs in records, so a gc never removes anything outside
-    it. With `registry_config`, `collect_garbage` runs when that is safe (see the module).
-    """
-    for deletion in plan.deletions:
-        registry_client.delete_manifest(deletion.repository, deletion.digest)
-    store = LocalRecordStore(data_dir)
-    removed = freed = 0
-    for item in plan.files:
-        path = store.path(item.kind, item.build_id)
-        try:
-            size = path.stat().st_size
-            path.unlink()
-        except FileNotFoundError:
-            continue
-        removed += 1
-        freed += size
-    if records_index is not None and plan.files:
-        # Later plans need not look at these records again (factory.records.gc_source).
-        records_index.mark_evidence_removed(item.build_id for item in plan.files)
-    collect = collect_garbage(registry_config) if registry_config is not None else None
-    return GcResult(
-        manifests_deleted=len(plan.deletions),
-        files_removed=removed,
-        bytes_removed=freed,
-        collect=collect,
-    )
-
-
-def local_registry_config(data_dir: Path, registry: str) -> Path | None:
-    """The config of the registry `factory services up` started, if it serves `registry`.
-
-    `<data_dir>/registry/config.yml` (see `factory.services.embedded`); None when there is none or
-    it
-    belongs to another address, since collecting that storage would not free `registry`'s blobs.
-    """
-    path = Path(data_dir) / "registry" / "config.yml"
-    if not path.is_file():
-        return None
-    address = config_address(read_registry_config(path))
-    wanted = registry.split("://", 1)[-1].rstrip("/").replace("localhost", "127.0.0.1", 1)
-    return path if address == wanted else None
-
-
-def read_registry_config(config: Path) -> dict:
-    """A distribution config file as a dict (Factory writes JSON, which YAML also reads)."""
-    import yaml  # PyYAML comes with Dagster; only needed for hand-written YAML configs
-
-    try:
-        text = Path(config).read_text()
-    except OSError as exc:
-        msg = f"cannot read the registry config {config}: {exc}"
-        raise ServiceError(msg) from exc
-    try:
-        value = json.loads(text)
-    except ValueError:
-        value = yaml.safe_load(text)
-    if not isinstance(value, dict):
-        msg = f"{config} is not a registry config (expected a mapping at the top)"
-        raise ServiceError(msg)
-    return value
-
-
-def config_address(config: dict) -> str | None:
-    """Where the registry of a config listens, as a loopback-reachable `host:port`."""
-    addr = str((config.get("http") or {}).get("addr") or "")
-    if not addr:
-        return None
-    host, _, port = addr.rpartition(":")
-    if host in ("", "0.0.0.0", "[::]", "::"):
-        host = "127.0.0.1"
-    return f"{host}:{port}"
-
-
-def is_read_only(config: dict) -> bool:
-    """Whether the config puts the registry in maintenance read-only mode."""
-    storage = config.get("storage") or {}
-    readonly = ((storage.get("maintenance") or {}).get("readonly")) or {}
-    return bool(readonly.get("enabled"))
-
-
-def _storage_bytes(config: dict) -> int | None:
-    root = ((config.get("storage") or {}).get("filesystem") or {}).get("rootdirectory")
-    if not root or not Path(root).is_dir():
-        return None
-    return sum(p.stat().st_size for p in Path(root).rglob("*") if p.is_file())
-
-
-def collect_garbage(config_path: Path, *, dry_run: bool = False) -> CollectResult:
-    """Run `docker-registry garbage-collect CONFIG` when no writable registry serves CONFIG.
-
-    A dry run only reads, so it also runs beside a serving registry. Never with
-    `--delete-untagged`: the per-platform manifests of a published index are untagged, and
-    distribution 2.8 would delete them.
-    """
-    config = read_registry_config(config_path)
-    address = config_address(config)
-    if address and not dry_run and not is_read_only(config):
-        try:
-            RegistryClient(address, timeout=PROBE_TIMEOUT_S).ping()
-            running = True
-        except FactoryError:
-            running = False
-        if running:
-            detail = (
-                f"blobs not collected: the registry at {address} serves {config_path} and accepts "
-                "pushes, and collecting under it can corrupt images. Stop it (`factory services "
-                f"down`), run `factory gc --collect-only` (or `{REGISTRY_BINARY} "
-                f"garbage-collect {config_path}`), then `factory services up`"
-            )
-            return CollectResult(ran=False, detail=detail)
-    if shutil.which(REGISTRY_BINARY) is None:
-        msg = f"`{REGISTRY_BINARY}` is not installed: `apt-get install docker-registry`"
-        raise ServiceError(msg)
-    argv = [REGISTRY_BINARY, "garbage-collect", str(config_path)]
-    if dry_run:
-        argv.insert(2, "--dry-run")
-    before = _storage_bytes(config)
-    try:
-        done = subprocess.run(
-            argv, capture_output=True, text=True, timeout=COLLECT_TIMEOUT_S, check=False
-        )
-    except subprocess.TimeoutExpired as exc:
-        msg = f"`{' '.join(argv)}` did not finish within {COLLECT_TIMEOUT_S:.0f} s"
-        raise ServiceError(msg) from exc
-    output = (done.stdout + done.stderr).strip()
-    tail = "\n".join(output.splitlines()[-OUTPUT_TAIL_LINES:])
-    if done.returncode != 0:
-        msg = f"`{' '.join(argv)}` failed (exit {done.returncode}):\n{tail}"
-        raise ServiceError(msg)
-    blobs = sum(1 for line in output.splitlines() if "blob eligible for deletion" in line)
-    after = _storage_bytes(config)
-    freed = before - after if before is not None and after is not None else 0
-    verb = "would delete" if dry_run else "deleted"
-    return CollectResult(
-        ran=True,
-        detail=f"garbage-collect {verb} {blobs} blobs ({freed} bytes freed)",
-        blobs_deleted=blobs,
-        bytes_freed=freed,
-        output_tail=tail,
-    )

@@ -25,7 +25,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from factory.errors import FactoryError, InvalidNameError, RecordExistsError
-from factory.records.model import CompatibilityRecord
+from factory.records.model import CompatibilityRecord, newest_by
 from factory.safe_json import UnreadableEntryError, parse_json, printable, read_bytes
 
 # kind -> (folder, file name pattern); the names DESIGN.md fixes.
@@ -253,16 +253,7 @@ class RecordStore(ABC):
 
     def latest_by_combination(self) -> dict[tuple[str, str], CompatibilityRecord]:
         """The newest record of each (manifest_id, platform)."""
-        latest: dict[tuple[str, str], CompatibilityRecord] = {}
-        for record in self.records():
-            key = (record.manifest_id, record.platform)
-            current = latest.get(key)
-            if current is None or (record.finished_at, record.build_id) > (
-                current.finished_at,
-                current.build_id,
-            ):
-                latest[key] = record
-        return latest
+        return newest_by(self.records(), lambda r: (r.manifest_id, r.platform))
 
 
 class LocalRecordStore(RecordStore):

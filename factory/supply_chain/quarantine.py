@@ -25,7 +25,7 @@ from typing import Any
 
 from factory.errors import FactoryError, InvalidNameError, RegistryError
 from factory.platforms import BY_SLUG
-from factory.records.model import CompatibilityRecord, QuarantineInfo
+from factory.records.model import CompatibilityRecord, QuarantineInfo, newest_by, record_order
 from factory.records.retention import IMAGE_TAG, GcPlan, ManifestDeletion, repository_of
 from factory.registry.client import RegistryClient
 from factory.registry.manifests import IMAGE_TYPES, INDEX_TYPES, parse_index
@@ -126,8 +126,10 @@ def release(
 # --- retention ---------------------------------------------------------------------------------
 
 
-def _order(record: CompatibilityRecord) -> tuple[str, str]:
-    return (record.finished_at, record.build_id)
+def _quarantine_tag(record: CompatibilityRecord) -> str | None:
+    """The tag of the record's quarantined image, None when it has none."""
+    ref = record.quarantine.ref if record.quarantine else None
+    return ref.rsplit(":", 1)[-1] if ref else None
 
 
 def plan_quarantine_gc(
@@ -139,14 +141,7 @@ def plan_quarantine_gc(
     build in flight), and so is a digest that a kept tag also points at.
     """
     for manifest_id in sorted(by_manifest):
-        newest: dict[str, CompatibilityRecord] = {}
-        for record in by_manifest[manifest_id]:
-            ref = record.quarantine.ref if record.quarantine else None
-            if not ref:
-                continue
-            tag = ref.rsplit(":", 1)[-1]
-            if tag not in newest or _order(record) > _order(newest[tag]):
-                newest[tag] = record
+        newest = newest_by(by_manifest[manifest_id], _quarantine_tag)
         if not newest:
             continue
         try:
@@ -166,21 +161,14 @@ def plan_quarantine_gc(
         kept_digests: set[str] = set()
         doomed: dict[str, list[str]] = {}
         for slug_tags in by_slug.values():
-            slug_tags.sort(key=lambda t: _order(newest[t]), reverse=True)
+            slug_tags.sort(key=lambda t: record_order(newest[t]), reverse=True)
             kept_digests.update(tags[t] for t in slug_tags[: plan.keep])  # type: ignore[misc]
             for tag in slug_tags[plan.keep :]:
                 doomed.setdefault(tags[tag], []).append(tag)  # type: ignore[arg-type]
         for digest, doomed_tags in sorted(doomed.items()):
             if digest in kept_digests:
                 continue
-            records = [newest[t] for t in doomed_tags]
+            named = [newest[t] for t in doomed_tags]
             plan.deletions.append(
-                ManifestDeletion(
-                    repository=repository,
-                    digest=digest,
-                    tags=tuple(sorted(doomed_tags)),
-                    manifest_id=manifest_id,
-                    platforms=tuple(sorted({r.platform for r in records})),
-                    newest_record_at=max(r.finished_at for r in records),
-                )
+                ManifestDeletion.of_records(repository, manifest_id, digest, doomed_tags, named)
             )

@@ -422,7 +422,7 @@ def _check_attestations(record: CompatibilityRecord, client: Any, report: Verify
     if info.error:
         report.add("attestations", False, f"none attached when recorded: {info.error}")
         return
-    from factory.supply_chain.attestation import check_recorded
+    from factory.supply_chain.attestation_verify import check_recorded
 
     try:
         ok, detail = check_recorded(record, client)

@@ -16,19 +16,15 @@ import pytest
 from click.testing import CliRunner
 
 from factory.cli.main import main
-from factory.records.retention import GcPlan, ManifestDeletion, apply_gc
+from factory.records.gc_apply import apply_gc
+from factory.records.retention import GcPlan, ManifestDeletion
 from factory.registry.client import RegistryClient
 from factory.registry.manifests import OCI_INDEX, OCI_MANIFEST
 from factory.registry.names import split_reference
-from factory.supply_chain.attestation import (
-    DSSE_MEDIA_TYPE,
-    Referrer,
-    fallback_tag,
-    list_referrers,
-    plan_referrer_gc,
-    verify_image,
-)
+from factory.supply_chain.attestation import DSSE_MEDIA_TYPE
+from factory.supply_chain.attestation_verify import verify_image
 from factory.supply_chain.dsse import parse_envelope
+from factory.supply_chain.referrers import Referrer, fallback_tag, list_referrers, plan_referrer_gc
 from factory.supply_chain.signing_keys import generate_key_pair, load_public_key
 from factory.supply_chain.verify import verify_build
 from tests.integration.engine.test_pipeline import materialize

@@ -27,8 +27,9 @@ from click.testing import CliRunner
 
 from factory.cli.gc import gc_command
 from factory.errors import ServiceError
+from factory.records.gc_apply import apply_gc, collect_garbage, local_registry_config
 from factory.records.model import CompatibilityRecord, EvidenceRef, ImageInfo
-from factory.records.retention import apply_gc, collect_garbage, local_registry_config, plan_gc
+from factory.records.retention import plan_gc
 from factory.records.store import LocalRecordStore
 from factory.registry.client import RegistryClient
 from factory.services.embedded import docker_host

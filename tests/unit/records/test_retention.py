@@ -7,14 +7,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from factory.errors import RegistryError
+from factory.records.gc_apply import apply_gc, config_address, is_read_only, local_registry_config
 from factory.records.model import CompatibilityRecord, EvidenceRef, ImageInfo
-from factory.records.retention import (
-    apply_gc,
-    config_address,
-    is_read_only,
-    local_registry_config,
-    plan_gc,
-)
+from factory.records.retention import plan_gc
 from factory.records.store import LocalRecordStore
 from factory.registry.manifests import DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_INDEX
 

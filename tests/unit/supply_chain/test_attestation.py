@@ -5,14 +5,10 @@ import json
 import pytest
 
 from factory.errors import RegistryError
-from factory.supply_chain.attestation import (
-    SBOM_PREDICATE,
-    _check_statement,
-    fallback_tag,
-    parse_referrers,
-    statement,
-)
+from factory.supply_chain.attestation import SBOM_PREDICATE, statement
+from factory.supply_chain.attestation_verify import _check_statement
 from factory.supply_chain.provenance import build_provenance
+from factory.supply_chain.referrers import fallback_tag, parse_referrers
 from factory.supply_chain.sbom import build_sbom
 from tests.unit.supply_chain.test_provenance import record_inputs
 
