@@ -16,6 +16,7 @@ from factory.build.prewarm import StackBuild, prewarm
 from factory.errors import FactoryError
 from factory.platforms import PLATFORMS, Platform
 from factory_assets.platforms import k8s_op_tags
+from factory_assets.schedules import operator_schedule
 from resources import DockerBuilder, ManifestStore, Registry
 
 PREWARM_CRON = os.environ.get("FACTORY_PREWARM_CRON", "0 2 * * *")
@@ -108,10 +109,8 @@ def prewarm_job():
         op()
 
 
-prewarm_schedule = dg.ScheduleDefinition(
-    name="prewarm_schedule",
-    job=prewarm_job,
-    cron_schedule=PREWARM_CRON,
-    default_status=dg.DefaultScheduleStatus.STOPPED,
-    description="Prewarm the stack cache refs once a day (stopped until an operator starts it).",
+prewarm_schedule = operator_schedule(
+    prewarm_job,
+    PREWARM_CRON,
+    "Prewarm the stack cache refs once a day (stopped until an operator starts it).",
 )

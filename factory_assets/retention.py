@@ -19,6 +19,7 @@ from factory.build.stack_gc import plan_stack_gc
 from factory.records.gc_apply import apply_gc, local_registry_config
 from factory.records.gc_source import IndexedRecords
 from factory.records.retention import DEFAULT_EVIDENCE_DAYS, DEFAULT_KEEP, plan_gc
+from factory_assets.schedules import operator_schedule
 from resources import DockerBuilder, ManifestStore, RecordStore, Registry
 
 RETENTION_CRON = os.environ.get("FACTORY_RETENTION_CRON", "0 4 * * 0")
@@ -132,10 +133,8 @@ def retention_job() -> None:
     retention_gc()
 
 
-retention_schedule = dg.ScheduleDefinition(
-    name="retention_schedule",
-    job=retention_job,
-    cron_schedule=RETENTION_CRON,
-    default_status=dg.DefaultScheduleStatus.STOPPED,
-    description="Weekly retention gc (Sunday 04:00 by default; FACTORY_RETENTION_CRON).",
+retention_schedule = operator_schedule(
+    retention_job,
+    RETENTION_CRON,
+    "Weekly retention gc (Sunday 04:00 by default; FACTORY_RETENTION_CRON).",
 )

@@ -1,5 +1,7 @@
-"""Nightly re-verification: every combination is re-tested; images are rebuilt only where a key
-changed (the image step reuses the registry's image for an unchanged build key)."""
+"""Factory's schedules, all STOPPED until an operator starts them: nightly re-verification (every
+combination is re-tested; images are rebuilt only where a key changed, as the image step reuses
+the registry's image for an unchanged build key), and `operator_schedule` for the jobs that run
+on a plain cron (prewarm, retention)."""
 
 import os
 
@@ -10,6 +12,21 @@ from factory_assets.jobs import BUILD_JOBS, build_job_name
 from factory_assets.partitions import PARTITIONS
 
 NIGHTLY_CRON = os.environ.get("FACTORY_NIGHTLY_CRON", "0 3 * * *")
+
+
+def operator_schedule(job: dg.JobDefinition, cron: str, description: str) -> dg.ScheduleDefinition:
+    """`job` on `cron`, named after it (`retention_job` runs on `retention_schedule`).
+
+    Stopped until an operator starts it: deleting images or pushing cache refs on a timer is a
+    decision for the deployment, not a default.
+    """
+    return dg.ScheduleDefinition(
+        name=job.name.removesuffix("_job") + "_schedule",
+        job=job,
+        cron_schedule=cron,
+        default_status=dg.DefaultScheduleStatus.STOPPED,
+        description=description,
+    )
 
 
 def build_nightly_schedule(platform: Platform, job) -> dg.ScheduleDefinition:
