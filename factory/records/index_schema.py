@@ -1,4 +1,4 @@
-"""The records index's tables, rows and database connection (factory/records/index.py uses them).
+"""The records index's tables, rows and database engines (factory/records/index_db.py uses them).
 
 One row per record in `factory_records` (the whole record as JSON, plus the columns readers filter
 on and a small summary for build figures and gc), each combination's newest record in
