@@ -19,7 +19,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from urllib.parse import urlsplit
 
 from factory.env_numbers import env_float, env_int
@@ -63,17 +63,30 @@ def shown_url(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
 
 
+# The numeric settings, each stated once: field, variable, reader, default, range, and what the
+# number is (for the message that refuses a bad value).
+NUMBERS = (
+    ("queue_age_s", "FACTORY_ALERT_QUEUE_AGE_S", env_float, 1800.0, 1, 30 * 86400, "seconds"),
+    ("cache_ratio", "FACTORY_ALERT_CACHE_RATIO", env_float, 0.5, 0, 1, "a ratio"),
+    ("cache_builds", "FACTORY_ALERT_CACHE_BUILDS", env_int, 10, 1, 1000, "a number of builds"),
+    ("timeout_s", "FACTORY_ALERT_TIMEOUT_S", env_float, 5.0, 0.1, 120, "seconds"),
+    ("retries", "FACTORY_ALERT_RETRIES", env_int, 2, 0, 10, "a number of retries"),
+    ("retry_delay_s", "FACTORY_ALERT_RETRY_DELAY_S", env_float, 1.0, 0, 60, "seconds"),
+)
+_DEFAULT = {field: default for field, _, _, default, *_ in NUMBERS}
+
+
 @dataclass(frozen=True)
 class AlertSettings:
     """What to alert on and where; every value from the environment, checked."""
 
     webhook_url: str | None = None
-    queue_age_s: float = 1800.0
-    cache_ratio: float = 0.5
-    cache_builds: int = 10
-    timeout_s: float = 5.0
-    retries: int = 2
-    retry_delay_s: float = 1.0
+    queue_age_s: float = _DEFAULT["queue_age_s"]
+    cache_ratio: float = _DEFAULT["cache_ratio"]
+    cache_builds: int = _DEFAULT["cache_builds"]
+    timeout_s: float = _DEFAULT["timeout_s"]
+    retries: int = _DEFAULT["retries"]
+    retry_delay_s: float = _DEFAULT["retry_delay_s"]
     dagster_url: str | None = None
 
     @classmethod
@@ -83,38 +96,13 @@ class AlertSettings:
         env = os.environ if environ is None else environ
         url = env.get("FACTORY_ALERT_WEBHOOK_URL", "").strip()
         ui = env.get("FACTORY_DAGSTER_URL", "").strip()
-        return cls(
-            webhook_url=_checked_url("FACTORY_ALERT_WEBHOOK_URL", url) if url else None,
-            queue_age_s=env_float(
-                "FACTORY_ALERT_QUEUE_AGE_S",
-                1800.0,
-                low=1,
-                high=30 * 86400,
-                what="seconds",
-                environ=env,
-            ),
-            cache_ratio=env_float(
-                "FACTORY_ALERT_CACHE_RATIO", 0.5, low=0, high=1, what="a ratio", environ=env
-            ),
-            cache_builds=env_int(
-                "FACTORY_ALERT_CACHE_BUILDS",
-                10,
-                low=1,
-                high=1000,
-                what="a number of builds",
-                environ=env,
-            ),
-            timeout_s=env_float(
-                "FACTORY_ALERT_TIMEOUT_S", 5.0, low=0.1, high=120, what="seconds", environ=env
-            ),
-            retries=env_int(
-                "FACTORY_ALERT_RETRIES", 2, low=0, high=10, what="a number of retries", environ=env
-            ),
-            retry_delay_s=env_float(
-                "FACTORY_ALERT_RETRY_DELAY_S", 1.0, low=0, high=60, what="seconds", environ=env
-            ),
-            dagster_url=_checked_url("FACTORY_DAGSTER_URL", ui).rstrip("/") if ui else None,
-        )
+        webhook_url = _checked_url("FACTORY_ALERT_WEBHOOK_URL", url) if url else None
+        numbers = {
+            field: read(name, default, low=low, high=high, what=what, environ=env)
+            for field, name, read, default, low, high, what in NUMBERS
+        }
+        dagster_url = _checked_url("FACTORY_DAGSTER_URL", ui).rstrip("/") if ui else None
+        return cls(webhook_url=webhook_url, dagster_url=dagster_url, **numbers)
 
     def run_link(self, run_id: str | None) -> dict[str, str]:
         return {"run": f"{self.dagster_url}/runs/{run_id}"} if self.dagster_url and run_id else {}
@@ -134,16 +122,8 @@ class Alert:
     details: dict = field(default_factory=dict)
 
     def payload(self) -> dict:
-        return {
-            "text": f"[factory {self.kind}] {self.text}",
-            "kind": self.kind,
-            "manifest": self.manifest,
-            "platform": self.platform,
-            "pool": self.pool,
-            "build_id": self.build_id,
-            "links": dict(self.links),
-            "details": dict(self.details),
-        }
+        """The webhook's body: every field, with the text led by `[factory <kind>]`."""
+        return {**asdict(self), "text": f"[factory {self.kind}] {self.text}"}
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
