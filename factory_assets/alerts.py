@@ -108,7 +108,7 @@ def record_alerts(
         if ratio is not None:
             low = ratio < settings.cache_ratio
             if latch.update(f"cache_ratio:{record.pool}", low):
-                alerts.append(cache_ratio_alert(record.pool, ratio, len(counts), settings, record))
+                alerts.append(cache_ratio_alert(ratio, len(counts), settings, record))
     return alerts
 
 
@@ -136,17 +136,12 @@ def alert_after_record(
 def dead_letter_alert(letter: DeadLetter, store: Store, settings: AlertSettings) -> Alert:
     links = {"dead_letter": store.uri("dlq", letter.key)}
     links.update({k: v for k, v in (("record", letter.record), ("error", letter.error_file)) if v})
-    return Alert(
-        kind="dead_letter",
-        text=(
-            f"{letter.manifest_id or '?'} on {letter.platform or '?'} failed for good "
-            f"({letter.reason}, stage {letter.stage}, {letter.attempts} attempts): {letter.error}"
-            f" (requeue with `factory dlq requeue {letter.key}`)"
-        ),
-        manifest=letter.manifest_id,
-        platform=letter.platform,
-        pool=letter.pool,
-        build_id=letter.build_id,
+    return Alert.for_build(
+        "dead_letter",
+        f"{letter.manifest_id or '?'} on {letter.platform or '?'} failed for good "
+        f"({letter.reason}, stage {letter.stage}, {letter.attempts} attempts): {letter.error}"
+        f" (requeue with `factory dlq requeue {letter.key}`)",
+        letter,
         links={**links, **settings.run_link(letter.run_id)},
         details={"key": letter.key, "reason": letter.reason, "stage": letter.stage},
     )

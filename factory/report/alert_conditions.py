@@ -65,16 +65,11 @@ def regression_alert(
         return None
     stage = record.error.stage if record.error else "test"
     message = record.error.message.splitlines()[0][:300] if record.error else ""
-    return Alert(
-        kind="regression",
-        text=(
-            f"{record.manifest_id} on {record.platform} went from pass to {record.status} "
-            f"(stage {stage}): {message}"
-        ),
-        manifest=record.manifest_id,
-        platform=record.platform,
-        pool=record.pool,
-        build_id=record.build_id,
+    return Alert.for_build(
+        "regression",
+        f"{record.manifest_id} on {record.platform} went from pass to {record.status} "
+        f"(stage {stage}): {message}",
+        record,
         links={**links, **settings.run_link(record.dagster.run_id if record.dagster else None)},
         details={"previous_build_id": previous.build_id, "status": record.status, "stage": stage},
     )
@@ -123,18 +118,14 @@ def cache_ratio(counts: Iterable[tuple[int, int]]) -> float | None:
 
 
 def cache_ratio_alert(
-    pool: str, ratio: float, builds: int, settings: AlertSettings, record: CompatibilityRecord
+    ratio: float, builds: int, settings: AlertSettings, record: CompatibilityRecord
 ) -> Alert:
-    return Alert(
-        kind="cache_ratio",
-        text=(
-            f"pool {pool}: stable-layer cache hit ratio {ratio:.0%} over the last {builds} "
-            f"builds is below {settings.cache_ratio:.0%} (is the cache ref or prewarm missing?)"
-        ),
-        manifest=record.manifest_id,
-        platform=record.platform,
-        pool=pool,
-        build_id=record.build_id,
+    """The pool of `record` (the build that brought the ratio down) misses its stable layers."""
+    return Alert.for_build(
+        "cache_ratio",
+        f"pool {record.pool}: stable-layer cache hit ratio {ratio:.0%} over the last {builds} "
+        f"builds is below {settings.cache_ratio:.0%} (is the cache ref or prewarm missing?)",
+        record,
         links=settings.run_link(record.dagster.run_id if record.dagster else None),
         details={"ratio": round(ratio, 4), "builds": builds, "threshold": settings.cache_ratio},
     )

@@ -121,6 +121,20 @@ class Alert:
     links: dict[str, str] = field(default_factory=dict)
     details: dict = field(default_factory=dict)
 
+    @classmethod
+    def for_build(cls, kind: str, text: str, build, **more) -> "Alert":
+        """An alert about one build of one combination: `build` is what names it (a record or a
+        dead letter: manifest_id, platform, pool, build_id)."""
+        return cls(
+            kind,
+            text,
+            manifest=build.manifest_id,
+            platform=build.platform,
+            pool=build.pool,
+            build_id=build.build_id,
+            **more,
+        )
+
     def payload(self) -> dict:
         """The webhook's body: every field, with the text led by `[factory <kind>]`."""
         return {**asdict(self), "text": f"[factory {self.kind}] {self.text}"}
