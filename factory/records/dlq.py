@@ -28,12 +28,19 @@ No Dagster import: the CLI, the sensor and the tests share this module.
 from dataclasses import dataclass
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
 from factory.errors import FactoryError, RecordExistsError
 from factory.records.model import CompatibilityRecord, log_tail
-from factory.records.store import RecordStore, SkipReport, check_id, validation_summary, warn
-from factory.safe_json import UnreadableEntryError, parse_json, printable
+from factory.records.store import (
+    RecordStore,
+    SkipReport,
+    check_id,
+    parse_model,
+    parse_object,
+    warn,
+)
+from factory.safe_json import UnreadableEntryError, printable
 
 DLQ_VERSION = 1
 REQUEUED_SUFFIX = ".requeued"  # marker id = letter key + suffix: dlq/<key>.requeued.json
@@ -225,14 +232,7 @@ def _load(store: RecordStore, key: str) -> DeadLetter | None:
     data = store.get("dlq", key)
     if data is None:
         return None
-    value = parse_json(data, where)
-    if not isinstance(value, dict):
-        raise UnreadableEntryError(where, f"is a JSON {type(value).__name__}, not an object")
-    try:
-        letter = DeadLetter.model_validate(value)
-    except ValidationError as exc:
-        reason = f"is not a dead letter: {validation_summary(exc)}"
-        raise UnreadableEntryError(where, reason) from None
+    letter = parse_model(data, where, DeadLetter, "a dead letter")
     if letter.key != key:
         raise UnreadableEntryError(where, "field key: differs from the file name")
     return letter
@@ -254,9 +254,7 @@ def requeued(store: RecordStore, key: str) -> dict | None:
         data = store.get("dlq", key + REQUEUED_SUFFIX)
         if data is None:
             return None
-        value = parse_json(data, where)
-        if not isinstance(value, dict):
-            raise UnreadableEntryError(where, f"is a JSON {type(value).__name__}, not an object")
+        value = parse_object(data, where, "a requeue marker")
     except UnreadableEntryError as exc:
         warn(f"warning: requeue marker {exc}; the letter counts as requeued")
         return {"unreadable": exc.reason}

@@ -21,8 +21,9 @@ import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from factory.errors import FactoryError, InvalidNameError, RecordExistsError
 from factory.records.model import CompatibilityRecord, newest_by
@@ -61,6 +62,7 @@ IMAGE_REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@\[\]-]{0,511}$")
 # Warnings already printed by this process: a command that reads the records twice warns once.
 _WARNED: set[str] = set()
 _WARNED_MAX = 10_000
+Model = TypeVar("Model", bound=BaseModel)
 
 
 def check_id(build_id: object) -> str:
@@ -146,15 +148,26 @@ def record_problem(record: CompatibilityRecord, build_id: str | None = None) -> 
     return None
 
 
-def load_record(data: bytes, where: str, build_id: str | None = None) -> CompatibilityRecord:
-    """A stored record checked for use; UnreadableEntryError naming `where` and the field."""
+def parse_object(data: bytes, where: str, what: str) -> dict:
+    """A JSON object from stored bytes; UnreadableEntryError naming `where` if it is not one."""
     value = parse_json(data, where)
     if not isinstance(value, dict):
-        raise UnreadableEntryError(where, f"is not a record (a JSON {type(value).__name__})")
+        raise UnreadableEntryError(where, f"is not {what} (a JSON {type(value).__name__})")
+    return value
+
+
+def parse_model(data: bytes, where: str, model: type[Model], what: str) -> Model:
+    """Stored bytes as a `model`; UnreadableEntryError naming `where` and the first bad field."""
+    value = parse_object(data, where, what)
     try:
-        record = CompatibilityRecord.model_validate(value)
+        return model.model_validate(value)
     except ValidationError as exc:
-        raise UnreadableEntryError(where, f"is not a record: {validation_summary(exc)}") from None
+        raise UnreadableEntryError(where, f"is not {what}: {validation_summary(exc)}") from None
+
+
+def load_record(data: bytes, where: str, build_id: str | None = None) -> CompatibilityRecord:
+    """A stored record checked for use; UnreadableEntryError naming `where` and the field."""
+    record = parse_model(data, where, CompatibilityRecord, "a record")
     problem = record_problem(record, build_id)
     if problem:
         raise UnreadableEntryError(where, f"is not a usable record: {problem}")
