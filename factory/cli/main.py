@@ -149,7 +149,7 @@ def matrix(manifest_store, fmt, output, history_n) -> None:
     from factory.plan.decisions import RecordIndex
     from factory.records.selection import open_record_store
     from factory.report.matrix import format_text, matrix_cells
-    from factory.report.matrix_report import matrix_html, matrix_json
+    from factory.report.matrix_report import matrix_json, render_html
     from factory.store.load import load_store
 
     settings = settings_for(manifest_store)
@@ -183,17 +183,13 @@ def matrix(manifest_store, fmt, output, history_n) -> None:
             records = record_store.index.select(newest_per_combination=max(history_n, 1))
         except FactoryError as exc:
             raise fail(exc) from None
-    if fmt == "json":
+    if fmt == "text":
+        text = format_text(cells) + "\n"
+    else:
         report = matrix_json(
             cells, index, history=history_n, records=records, record_store=record_store
         )
-        text = json.dumps(report, indent=2) + "\n"
-    elif fmt == "html":
-        text = matrix_html(
-            cells, index, history=history_n, records=records, record_store=record_store
-        )
-    else:
-        text = format_text(cells) + "\n"
+        text = json.dumps(report, indent=2) + "\n" if fmt == "json" else render_html(report)
     if output is None:
         click.echo(text, nl=False)
         return

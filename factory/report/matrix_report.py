@@ -273,23 +273,6 @@ def render_html(report: dict, *, title: str = "Factory compatibility matrix") ->
     )
 
 
-def matrix_html(
-    cells: list[Cell],
-    records_index: RecordIndex,
-    *,
-    history: int = DEFAULT_HISTORY,
-    records: Iterable[CompatibilityRecord] | None = None,
-    record_store: RecordStore | None = None,
-    generated_at: str | None = None,
-) -> str:
+def matrix_html(cells: list[Cell], records_index: RecordIndex, **options) -> str:
     """A self-contained HTML page of the matrix; the arguments are `matrix_json`'s."""
-    return render_html(
-        matrix_json(
-            cells,
-            records_index,
-            history=history,
-            records=records,
-            record_store=record_store,
-            generated_at=generated_at,
-        )
-    )
+    return render_html(matrix_json(cells, records_index, **options))
