@@ -1,9 +1,8 @@
 """`factory dlq`: list the dead letters, and requeue one once the trouble behind it is fixed.
 
 Dead letters are written by the daemon's `dead_letter_sensor` (see `factory.records.dlq`).
-Requeueing
-re-runs the letter's combination as `factory run` would, through the Dagster instance at
-DAGSTER_HOME, so the new run shows up in the UI beside the failed one; the letter stays (it is
+Requeueing re-runs the letter's combination as `factory run` would, through the Dagster instance
+at DAGSTER_HOME, so the new run shows up in the UI beside the failed one; the letter stays (it is
 evidence) and is marked requeued, once.
 """
 
@@ -14,6 +13,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from factory.cli.common import settings_for, store_option
 from factory.errors import FactoryError
 from factory.safe_json import printable
 from factory.settings import Settings
@@ -21,10 +21,6 @@ from factory.settings import Settings
 if TYPE_CHECKING:
     from factory.plan.decisions import PlanItem
     from factory.records import dlq
-
-
-def _settings(manifest_store: str | None) -> Settings:
-    return Settings.from_env(manifest_store=manifest_store)
 
 
 @click.group(name="dlq")
@@ -120,13 +116,7 @@ def _plan_item(settings: Settings, letter: "dlq.DeadLetter") -> "PlanItem":
 
 @dlq_group.command()
 @click.argument("build_id")
-@click.option(
-    "--manifest-store",
-    type=click.Path(dir_okay=False),
-    default=None,
-    help="Manifest store JSON (default: $FACTORY_MANIFEST_STORE, else "
-    "control_plane/data/manifest.json).",
-)
+@store_option
 def requeue(build_id: str, manifest_store: str | None) -> None:
     """Re-run the combination of dead letter BUILD_ID (or run id, for a letter without record).
 
@@ -144,7 +134,7 @@ def requeue(build_id: str, manifest_store: str | None) -> None:
     from factory_assets.launcher import run_items
     from factory_assets.partitions import PARTITIONS
 
-    settings = _settings(manifest_store)
+    settings = settings_for(manifest_store)
     try:
         records = open_record_store(settings)
         letter = dlq.read(records, build_id)
