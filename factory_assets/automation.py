@@ -17,8 +17,8 @@ next tick requests one run for everything that arrived meanwhile. So 100 records
 about one matrix run per tick of `results_automation_sensor`, not 100.
 
 The publish gate is the asset's own (`factory.registry.publish.publish_plan`): an index is
-published only
-when every listed platform passed for its current keys; automation only decides when it looks.
+published only when every listed platform passed for its current keys; automation only decides
+when it looks.
 """
 
 import dagster as dg

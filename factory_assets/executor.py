@@ -8,15 +8,15 @@ its pool's Celery queue (the `dagster-celery/queue` op tag every chain carries: 
 `gpu`), where a `factory worker --pool P` on a host of that pool takes it. The broker and result
 backend come from FACTORY_CELERY_BROKER / FACTORY_CELERY_BACKEND, the Celery settings from
 `factory.workers.celery_settings` (shared with the workers). dagster-celery computes a task's
-priority as
-"higher runs sooner", which is RabbitMQ's order but the reverse of Redis's; this executor submits
-each step with the priority `celery_priority` derives from the run's `dagster/priority` tag (10 for
-high-priority manifests) for the broker in use, so high priority is served first on both.
+priority as "higher runs sooner", which is RabbitMQ's order but the reverse of Redis's; this
+executor submits each step with the priority `celery_priority` derives from the run's
+`dagster/priority` tag (10 for high-priority manifests) for the broker in use, so high priority is
+served first on both.
 
 On Kubernetes the user code deployment sets `FACTORY_EXECUTOR=k8s` and every step becomes its
 own Kubernetes Job: placement (arch nodeSelector, GPU limit and toleration, CPU/memory requests)
-comes from each asset's
-`dagster-k8s/config` op tags, and what every step pod shares comes from `STEP_K8S_CONFIG` below.
+comes from each asset's `dagster-k8s/config` op tags, and what every step pod shares comes from
+`STEP_K8S_CONFIG` below.
 
 Step pods reach a Docker Engine through DOCKER_HOST: a per-node engine (the DaemonSet in
 deploy/k8s/docker-engine.yaml, running dockerd with BuildKit) shares its socket in a hostPath

@@ -1,11 +1,10 @@
 """The matrix people look at: JSON for tools and a static, self-contained HTML page for humans.
 
 Both come from the same cells (`factory.report.matrix.matrix_cells`) and the same records, and the
-HTML
-is rendered from the JSON document, so the two can never disagree. The page has no scripts and no
-external assets: it is opened from disk (`file://`), attached to a ticket or served as is, and
-every value in it (ids, refs, URIs, times) is escaped, because records are files anyone with
-write access to the data dir can edit.
+HTML is rendered from the JSON document, so the two can never disagree. The page has no scripts and
+no external assets: it is opened from disk (`file://`), attached to a ticket or served as is, and
+every value in it (ids, refs, URIs, times) is escaped, because records are files anyone with write
+access to the data dir can edit.
 """
 
 import html

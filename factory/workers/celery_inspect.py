@@ -1,9 +1,8 @@
 """Celery workers as `factory status` shows them: asked through the broker, with a short timeout.
 
 Every live `factory worker` answers the `factory_state` inspect command (see
-`factory.workers.celery_worker`) with its pool, whether it is busy, seconds idle, tasks done and
-its last
-heartbeat. A worker that exited or was killed does not answer, so it is not listed. Nothing is
+`factory.workers.celery_worker`) with its pool, whether it is busy, seconds idle, tasks done and its
+last heartbeat. A worker that exited or was killed does not answer, so it is not listed. Nothing is
 asked when Celery mode is not configured, and a broker that does not answer is reported as such.
 """
 
