@@ -18,7 +18,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from factory.records.index_schema import LightRecord, chunks, default_url, light_record
+from factory.records.index_schema import COPIED, LightRecord, chunks, default_url, light_record
 from factory.records.index_upkeep import IndexUpkeep
 from factory.records.model import CompatibilityRecord
 from factory.records.store import RecordStore, warn
@@ -207,8 +207,7 @@ class RecordsIndex(IndexUpkeep):
     def _light_columns(self) -> list:
         """The columns `light_record` reads."""
         r = self._records
-        names = ("build_id", "manifest_id", "platform", "pool", "status", "build_key")
-        return [*(r.c[n] for n in names), r.c.record_key, r.c.finished_at, r.c.summary_json]
+        return [*(r.c[name] for name in COPIED), r.c.summary_json]
 
     def newest_summaries(self, manifest_ids: Iterable[str] | None = None) -> list[LightRecord]:
         """The newest record of every combination (of these manifests), light."""

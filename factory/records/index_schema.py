@@ -23,6 +23,18 @@ SQLITE_NAME = "records-index.sqlite"
 # Bound parameters per IN (...) query: SQLite allows 32,766, PostgreSQL 65,535.
 IN_CHUNK = 500
 SQLITE_BUSY_TIMEOUT_S = 60
+# The record fields the index keeps as they are (name -> column width), in the rows it writes and
+# the light records it reads back.
+COPIED: dict[str, int] = {
+    "build_id": 128,
+    "manifest_id": 128,
+    "platform": 64,
+    "pool": 64,
+    "status": 8,
+    "build_key": 80,
+    "record_key": 80,
+    "finished_at": 40,
+}
 
 
 class RecordsIndexError(FactoryError):
@@ -74,18 +86,16 @@ def tables():
     """The four tables; built on first use so that importing this module stays cheap."""
     import sqlalchemy as sa
 
+    def column(name: str, **options) -> sa.Column:
+        """A column the record copies as it is: one width wherever it appears."""
+        return sa.Column(name, sa.String(COPIED[name]), **options)
+
     meta = sa.MetaData()
     records = sa.Table(
         "factory_records",
         meta,
-        sa.Column("build_id", sa.String(128), primary_key=True),
-        sa.Column("manifest_id", sa.String(128), nullable=False),
-        sa.Column("platform", sa.String(64), nullable=False),
-        sa.Column("pool", sa.String(64), nullable=False),
-        sa.Column("status", sa.String(8), nullable=False),
-        sa.Column("build_key", sa.String(80), nullable=False),
-        sa.Column("record_key", sa.String(80), nullable=False),
-        sa.Column("finished_at", sa.String(40), nullable=False),
+        column("build_id", primary_key=True),
+        *(column(name, nullable=False) for name in COPIED if name != "build_id"),
         sa.Column("image_digest", sa.String(80)),
         sa.Column("record_uri", sa.Text, nullable=False),
         sa.Column("worker", sa.String(256)),
@@ -111,15 +121,15 @@ def tables():
     latest = sa.Table(
         "factory_records_latest",
         meta,
-        sa.Column("manifest_id", sa.String(128), primary_key=True),
-        sa.Column("platform", sa.String(64), primary_key=True),
-        sa.Column("build_id", sa.String(128), nullable=False),
-        sa.Column("finished_at", sa.String(40), nullable=False),
+        column("manifest_id", primary_key=True),
+        column("platform", primary_key=True),
+        column("build_id", nullable=False),
+        column("finished_at", nullable=False),
     )
     pending = sa.Table(
         "factory_records_pending",
         meta,
-        sa.Column("build_id", sa.String(128), primary_key=True),
+        column("build_id", primary_key=True),
         sa.Column("since", sa.Float, nullable=False),
     )
     info = sa.Table(
@@ -234,14 +244,7 @@ def light_record(row) -> LightRecord:
     summary = json.loads(row.summary_json)
     image = summary["i"]
     return LightRecord(
-        build_id=row.build_id,
-        manifest_id=row.manifest_id,
-        platform=row.platform,
-        pool=row.pool,
-        status=row.status,
-        build_key=row.build_key,
-        record_key=row.record_key,
-        finished_at=row.finished_at,
+        **{name: getattr(row, name) for name in COPIED},
         timings_s=summary["t"],
         cache=LightCache(*summary["c"]),
         image=None if image is None else LightImage(*image),
@@ -259,14 +262,7 @@ def _image_tag(record: CompatibilityRecord) -> str | None:
 
 def index_row(record: CompatibilityRecord, uri: str, now: float) -> dict:
     return {
-        "build_id": record.build_id,
-        "manifest_id": record.manifest_id,
-        "platform": record.platform,
-        "pool": record.pool,
-        "status": record.status,
-        "build_key": record.build_key,
-        "record_key": record.record_key,
-        "finished_at": record.finished_at,
+        **{name: getattr(record, name) for name in COPIED},
         "image_digest": record.image.digest if record.image else None,
         "record_uri": uri,
         "worker": record.executor.worker if record.executor else None,

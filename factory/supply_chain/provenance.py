@@ -186,25 +186,14 @@ def validate_provenance(doc: Any) -> None:
     predicate = _object(doc, "predicate", "predicate")
     definition = _object(predicate, "buildDefinition", "predicate.buildDefinition")
     where = "predicate.buildDefinition"
-    build_type = definition.get("buildType")
-    _require(
-        isinstance(build_type, str) and bool(_URI.match(build_type)),
-        f"{where}.buildType",
-        "expected a URI",
-        build_type,
-    )
+    _matches(definition.get("buildType"), _URI, f"{where}.buildType", "expected a URI")
     external = _object(definition, "externalParameters", f"{where}.externalParameters")
     for name in ("manifest_id", "platform"):
         _nonempty_text(external, name, f"{where}.externalParameters.{name}")
     internal = _object(definition, "internalParameters", f"{where}.internalParameters")
     for name in ("build_key", "record_key"):
-        value = internal.get(name)
-        _require(
-            isinstance(value, str) and bool(_HEX64.match(value)),
-            f"{where}.internalParameters.{name}",
-            "expected 64 lowercase hex",
-            value,
-        )
+        field = f"{where}.internalParameters.{name}"
+        _matches(internal.get(name), _HEX64, field, "expected 64 lowercase hex")
     _nonempty_text(internal, "recipe_version", f"{where}.internalParameters.recipe_version")
     deps = definition.get("resolvedDependencies")
     _require(
@@ -216,8 +205,7 @@ def validate_provenance(doc: Any) -> None:
     for i, dep in enumerate(deps):
         at = f"{where}.resolvedDependencies[{i}]"
         _require(isinstance(dep, dict), at, "expected an object", dep)
-        uri = dep.get("uri")
-        _require(isinstance(uri, str) and bool(_URI.match(uri)), f"{at}.uri", "expected a URI", uri)
+        _matches(dep.get("uri"), _URI, f"{at}.uri", "expected a URI")
         _digest_map(dep, f"{at}.digest")
 
     run = _object(predicate, "runDetails", "predicate.runDetails")
@@ -286,6 +274,11 @@ def _require(condition: bool, field: str, expected: str, value: Any) -> None:
         raise ValueError(msg)
 
 
+def _matches(value: Any, pattern: re.Pattern, field: str, expected: str) -> None:
+    """`value` must be a string `pattern` matches."""
+    _require(isinstance(value, str) and bool(pattern.match(value)), field, expected, value)
+
+
 def _equals(doc: dict, key: str, wanted: str, field: str) -> None:
     _require(doc.get(key) == wanted, field, f"expected {wanted!r}", doc.get(key))
 
@@ -306,13 +299,7 @@ def _digest_map(parent: dict, field: str) -> None:
     """in-toto DigestSet: Factory always writes sha256, so sha256 must be there and well-formed."""
     digest = parent.get("digest")
     _require(isinstance(digest, dict), field, "expected an object like {'sha256': '<hex>'}", digest)
-    value = digest.get("sha256")
-    _require(
-        isinstance(value, str) and bool(_HEX64.match(value)),
-        f"{field}.sha256",
-        "expected 64 lowercase hex",
-        value,
-    )
+    _matches(digest.get("sha256"), _HEX64, f"{field}.sha256", "expected 64 lowercase hex")
 
 
 def _timestamp(parent: dict, key: str, field: str) -> datetime:

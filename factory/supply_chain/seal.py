@@ -7,7 +7,6 @@ registry that refuses is the record's error field, and the record is written all
 No Dagster import.
 """
 
-import json
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -16,6 +15,7 @@ from factory.errors import FactoryError
 from factory.records.model import AttestationInfo, QuarantineInfo
 from factory.records.store import RecordStore
 from factory.registry.client import RegistryClient
+from factory.safe_json import parse_json
 from factory.supply_chain.attestation import attest_build
 from factory.supply_chain.quarantine import quarantine_image, release
 
@@ -54,7 +54,7 @@ def seal_image(
     for kind in ATTESTED_KINDS:
         data = records.get(kind, build_id)
         if data is not None:
-            documents[kind] = json.loads(data)
+            documents[kind] = parse_json(data, records.where(kind, build_id))
     attestations = attest_build(
         documents,
         image_ref=image_ref,
