@@ -27,10 +27,9 @@ from factory.build.pipeline import (
     build_image,
     make_sbom,
     prepare,
-    record_failure,
-    record_success,
     run_tests,
 )
+from factory.build.recording import record_failure, record_success
 from factory.build.step_guard import die_with_parent
 from factory.errors import FactoryError, NoExecutorError, ServiceError
 from factory.platforms import Platform

@@ -1,12 +1,4 @@
-"""A small Dockerfile parser, and the rules a rendered Dockerfile and a fragment must follow.
-
-The parser follows BuildKit's own (moby/buildkit `frontend/dockerfile/parser`): lines end at
-`\\n` only (a trailing `\\r` is dropped), a backslash at the end of a line continues it, comment
-and empty lines inside a continued instruction are skipped, parser directives (`# syntax=`,
-`# escape=`, `# check=`) are read only before anything else, the first word is the instruction
-(split at ASCII whitespace), leading `--flag` words are its flags (quotes and escapes as BuildKit
-reads them), and `RUN`/`COPY`/`ADD` (also under `ONBUILD`, not in JSON form) may carry heredocs
-(`<<EOF`, `<<-EOF`, `<<"EOF"`, `2<<EOF`) whose bodies run to a line equal to the word.
+"""The rules a rendered Dockerfile and a fragment must follow, on top of the parser.
 
 The checks are written to refuse whatever some BuildKit could read as an escape from the pinned
 base, so where versions differ they take the stricter reading:
@@ -19,296 +11,28 @@ base, so where versions differ they take the stricter reading:
 - control characters (other than tab, and carriage return before a line end) are refused, so
   Python and Go cannot disagree on where a line or a word ends.
 
-No Dagster or Jinja import: this is pure text.
+The parser is `factory.store.dockerfile_parse`. No Dagster or Jinja import: this is pure text.
 """
 
 import csv
-import json
 import re
-from dataclasses import dataclass, field
 
-INSTRUCTIONS = frozenset(
-    {
-        "ADD",
-        "ARG",
-        "CMD",
-        "COPY",
-        "ENTRYPOINT",
-        "ENV",
-        "EXPOSE",
-        "FROM",
-        "HEALTHCHECK",
-        "LABEL",
-        "MAINTAINER",
-        "ONBUILD",
-        "RUN",
-        "SHELL",
-        "STOPSIGNAL",
-        "USER",
-        "VOLUME",
-        "WORKDIR",
-    }
+from factory.store.dockerfile_parse import (
+    CONTINUATION,
+    ENDS_CONTINUED,
+    INSTRUCTIONS,
+    Parsed,
+    directive_comments,
+    is_comment,
+    parse,
+    shown,
 )
-HEREDOC_INSTRUCTIONS = frozenset({"ADD", "COPY", "RUN"})
-DIRECTIVE_NAMES = frozenset({"syntax", "escape", "check"})
+
 # BuildKit reads one physical line into a 64 KiB buffer and fails past it.
 MAX_LINE_BYTES = 64 * 1024 - 1
 
-_DIRECTIVE = re.compile(r"\A\s*(?:#|//)\s*([a-zA-Z][a-zA-Z0-9]*)\s*=\s*(.*?)\s*\Z")
-_CONTINUATION = re.compile(r"([^\\])\\[ \t]*$|^\\[ \t]*$")
-_SPLIT = re.compile(r"[\t\v\f\r ]+")
-_HEREDOC_WORD = re.compile(r"\A(\d*)<<(-?)\s*([^<]*)\Z")
 _CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 _STAGE_NAME = re.compile(r"\A[a-z][a-z0-9._-]*\Z")
-# Bytes Go's unicode.IsSpace accepts when BuildKit walks a flag word byte by byte.
-_GO_BYTE_SPACES = frozenset(b"\t\n\v\f\r \x85\xa0")
-_ENDS_CONTINUED = "the file ends inside a continued line"
-
-
-@dataclass(frozen=True)
-class Instruction:
-    """One instruction: its first and last line (1-based), keyword (upper case), flags, rest."""
-
-    line: int
-    end_line: int
-    keyword: str
-    flags: tuple[str, ...]
-    args: str
-    heredoc_names: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class Directive:
-    line: int
-    name: str  # lower case
-    value: str
-
-
-@dataclass
-class Parsed:
-    instructions: list[Instruction] = field(default_factory=list)
-    directives: list[Directive] = field(default_factory=list)
-    problems: list[tuple[int, str]] = field(default_factory=list)  # (line, message)
-
-
-def _shown(text: str, limit: int = 80) -> str:
-    return json.dumps(text[:limit] + ("..." if len(text) > limit else ""))
-
-
-def _is_comment(line: str) -> bool:
-    return line.lstrip().startswith("#")
-
-
-def leading_directives(lines: list[str]) -> list[Directive]:
-    """Every directive-shaped comment of the leading block (comments and blank lines)."""
-    found = []
-    for number, raw in enumerate(lines, start=1):
-        stripped = raw.strip()
-        if not stripped:
-            continue
-        if not (stripped.startswith("#") or stripped.startswith("//")):
-            break
-        match = _DIRECTIVE.match(raw)
-        if match and match.group(1).lower() in DIRECTIVE_NAMES:
-            found.append(Directive(number, match.group(1).lower(), match.group(2)))
-    return found
-
-
-def directive_comments(lines: list[str]) -> list[Directive]:
-    """Every directive-shaped comment anywhere (for fragments, which may be placed first)."""
-    found = []
-    for number, raw in enumerate(lines, start=1):
-        match = _DIRECTIVE.match(raw)
-        if match and match.group(1).lower() in DIRECTIVE_NAMES:
-            found.append(Directive(number, match.group(1).lower(), match.group(2)))
-    return found
-
-
-def _builder_flags(rest: str) -> tuple[list[str], str]:
-    """BuildKit's extractBuilderFlags: leading `--flag` words (quotes and `\\` as it reads them)."""
-    data = rest.encode("utf-8", "surrogatepass")
-    words: list[str] = []
-    pos, size = 0, len(data)
-    while True:
-        while pos < size and data[pos] in _GO_BYTE_SPACES:
-            pos += 1
-        if pos >= size:
-            return words, ""
-        if not (data[pos : pos + 2] == b"--" and pos + 1 < size):
-            return words, data[pos:].decode("utf-8", "replace")
-        word = bytearray()
-        blank_ok = False
-        quote = 0
-        while pos < size:
-            ch = data[pos]
-            if quote:
-                if ch == quote:
-                    quote = 0
-                elif ch == 0x5C:  # backslash
-                    if pos + 1 < size:
-                        pos += 1
-                        word.append(data[pos])
-                else:
-                    word.append(ch)
-                pos += 1
-                continue
-            if ch in _GO_BYTE_SPACES:
-                break
-            if ch in (0x27, 0x22):
-                quote = ch
-                blank_ok = True
-            elif ch == 0x5C:
-                if pos + 1 < size:
-                    pos += 1
-                    word.append(data[pos])
-            else:
-                word.append(ch)
-            pos += 1
-        text = word.decode("utf-8", "replace")
-        if text == "--":
-            return words, data[pos:].decode("utf-8", "replace")
-        if blank_ok or text:
-            words.append(text)
-
-
-def _lex_words(line: str) -> list[str]:
-    """Words of a line with quotes and escapes kept (for finding heredoc words)."""
-    words, current, quote, i = [], [], "", 0
-    while i < len(line):
-        ch = line[i]
-        if quote:
-            current.append(ch)
-            if ch == quote:
-                quote = ""
-            elif ch == "\\" and quote == '"' and i + 1 < len(line):
-                i += 1
-                current.append(line[i])
-        elif ch.isspace():
-            if current:
-                words.append("".join(current))
-                current = []
-        else:
-            current.append(ch)
-            if ch in "'\"":
-                quote = ch
-            elif ch == "\\" and i + 1 < len(line):
-                i += 1
-                current.append(line[i])
-        i += 1
-    if current:
-        words.append("".join(current))
-    return words
-
-
-def _unquote(word: str) -> str | None:
-    """The word with its quotes and escapes removed; None when it is not one word."""
-    out, quote, i = [], "", 0
-    while i < len(word):
-        ch = word[i]
-        if quote:
-            if ch == quote:
-                quote = ""
-            elif ch == "\\" and quote == '"' and i + 1 < len(word):
-                i += 1
-                out.append(word[i])
-            else:
-                out.append(ch)
-        elif ch in "'\"":
-            quote = ch
-        elif ch == "\\" and i + 1 < len(word):
-            i += 1
-            out.append(word[i])
-        elif ch.isspace():
-            return None
-        else:
-            out.append(ch)
-        i += 1
-    return "".join(out)
-
-
-def _heredocs(keyword: str, args: str, logical: str) -> list[tuple[str, bool]]:
-    """(terminator, chomp) for each heredoc an instruction opens, as BuildKit finds them."""
-    if keyword == "ONBUILD":
-        sub = _SPLIT.split(args.strip(), maxsplit=1)
-        if not sub or sub[0].upper() not in HEREDOC_INSTRUCTIONS:
-            return []
-        keyword = sub[0].upper()
-        args = sub[1] if len(sub) > 1 else ""
-    if keyword not in HEREDOC_INSTRUCTIONS or "<<" not in logical:
-        return []
-    if args.startswith("["):
-        try:
-            value = json.loads(args)
-        except ValueError:
-            value = None
-        if isinstance(value, list) and all(isinstance(v, str) for v in value):
-            return []  # JSON form: no heredocs
-    found = []
-    for word in _lex_words(logical):
-        match = _HEREDOC_WORD.match(word)
-        if not match or not match.group(3):
-            continue
-        name = _unquote(match.group(3))
-        if name:
-            found.append((name, match.group(2) == "-"))
-    return found
-
-
-def parse(text: str, *, heredocs: bool = True) -> Parsed:
-    """Instructions, leading directives and parse problems of a Dockerfile (or a fragment)."""
-    out = Parsed()
-    if text.startswith("\ufeff"):
-        text = text[1:]
-    lines = text.split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
-    out.directives = leading_directives(lines)
-    count = len(lines)
-    i = 0
-    while i < count:
-        first = lines[i].rstrip("\r\n").lstrip()
-        start = i + 1
-        i += 1
-        if not first or first.startswith("#"):
-            continue
-        parts = []
-        current = first
-        while True:
-            continued = 0
-            if current.rstrip(" \t").endswith("\\"):
-                joined, continued = _CONTINUATION.subn(r"\1", current)
-            if not continued:
-                parts.append(current)
-                break
-            parts.append(joined)
-            while i < count and (_is_comment(lines[i]) or not lines[i].strip()):
-                i += 1
-            if i >= count:
-                out.problems.append((start, _ENDS_CONTINUED + " ('\\' at end)"))
-                break
-            current = lines[i].rstrip("\r\n")
-            i += 1
-        logical = "".join(parts).strip()
-        words = _SPLIT.split(logical, maxsplit=1)
-        keyword = words[0].upper()
-        flags, args = _builder_flags(words[1]) if len(words) > 1 else ([], "")
-        names: list[str] = []
-        if heredocs:
-            for name, chomp in _heredocs(keyword, args, logical):
-                names.append(name)
-                while i < count:
-                    candidate = lines[i].rstrip("\r\n")
-                    i += 1
-                    if (candidate.lstrip("\t") if chomp else candidate) == name:
-                        break
-                else:
-                    out.problems.append(
-                        (start, f"heredoc {_shown(name)} is not terminated (no line {name!r})")
-                    )
-        out.instructions.append(
-            Instruction(start, max(i, start), keyword, tuple(flags), args.strip(), tuple(names))
-        )
-    return out
 
 
 def _text_problems(text: str) -> list[tuple[int, str]]:
@@ -351,7 +75,7 @@ def _source_problem(source: str, stages: list[str], index: int) -> str | None:
     if source and (source.lower() in stages[:index] or (source.isdigit() and int(source) < index)):
         return None
     return (
-        f"copies or mounts from {_shown(source)}, which is not an earlier stage of this "
+        f"copies or mounts from {shown(source)}, which is not an earlier stage of this "
         "Dockerfile; only the pinned base and stages built on it may be used"
     )
 
@@ -377,18 +101,18 @@ def _base_problems(parsed: Parsed, base: str, *, structure: bool) -> list[tuple[
             if len(words) == 3 and words[1].lower() == "as":
                 name = words[2].lower()
                 if not _STAGE_NAME.match(name):
-                    problems.append((ins.line, f"stage name {_shown(words[2])} is not valid"))
+                    problems.append((ins.line, f"stage name {shown(words[2])} is not valid"))
                 elif name in stages:
-                    problems.append((ins.line, f"stage name {_shown(words[2])} is used twice"))
+                    problems.append((ins.line, f"stage name {shown(words[2])} is used twice"))
             elif len(words) != 1:
                 problems.append(
-                    (ins.line, f"FROM {_shown(ins.args)}: expected FROM <image> [AS <name>]")
+                    (ins.line, f"FROM {shown(ins.args)}: expected FROM <image> [AS <name>]")
                 )
             if image != base and image.lower() not in stages:
                 problems.append(
                     (
                         ins.line,
-                        f"FROM {_shown(image)} is not the pinned base {base} (nor an earlier "
+                        f"FROM {shown(image)} is not the pinned base {base} (nor an earlier "
                         "stage built on it); every stage must start from {{ base }}",
                     )
                 )
@@ -459,7 +183,7 @@ def check_dockerfile(
             problems.append(
                 (
                     directive.line,
-                    f"parser directive syntax={_shown(directive.value)} is not allowlisted "
+                    f"parser directive syntax={shown(directive.value)} is not allowlisted "
                     f"(FACTORY_DOCKERFILE_SYNTAX_ALLOWLIST; allowed: {allowed}); a syntax "
                     "directive makes BuildKit pull and run that image as its frontend",
                 )
@@ -474,7 +198,7 @@ def check_dockerfile(
             )
     for ins in aware.instructions:
         if ins.keyword not in INSTRUCTIONS:
-            problems.append((ins.line, f"unknown instruction {_shown(ins.keyword, 40)}"))
+            problems.append((ins.line, f"unknown instruction {shown(ins.keyword, 40)}"))
     problems += _base_problems(aware, base, structure=True)
     # Engines without heredocs read each heredoc line as an instruction.
     if any(ins.heredoc_names for ins in aware.instructions):
@@ -508,10 +232,10 @@ def check_fragment(text: str) -> list[tuple[int, str]]:
             )
         )
     aware = parse(text, heredocs=True)
-    problems += [p for p in aware.problems if not p[1].startswith(_ENDS_CONTINUED)]
+    problems += [p for p in aware.problems if not p[1].startswith(ENDS_CONTINUED)]
     for ins in aware.instructions:
         if ins.keyword not in INSTRUCTIONS:
-            problems.append((ins.line, f"unknown instruction {_shown(ins.keyword, 40)}"))
+            problems.append((ins.line, f"unknown instruction {shown(ins.keyword, 40)}"))
     from_lines: set[int] = set()
     for view in (aware, parse(text, heredocs=False)):
         for ins in view.instructions:
@@ -530,9 +254,9 @@ def check_fragment(text: str) -> list[tuple[int, str]]:
                 )
     body = text.rstrip("\n").split("\n")
     last = len(body)
-    while last > 0 and (not body[last - 1].strip() or _is_comment(body[last - 1])):
+    while last > 0 and (not body[last - 1].strip() or is_comment(body[last - 1])):
         last -= 1
-    if last and _CONTINUATION.search(body[last - 1].rstrip("\r")):
+    if last and CONTINUATION.search(body[last - 1].rstrip("\r")):
         problems.append(
             (last, "the last instruction ends with '\\', which would join it to the next line")
         )

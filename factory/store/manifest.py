@@ -3,7 +3,8 @@
 Unknown fields are errors everywhere (`extra="forbid"`), values are strict (no "1" for 1, no true
 for 1), and ids and versions are checked against the patterns DESIGN.md fixes. Cross-references (a
 manifest naming an unknown module version, say) and the files the store names are checked in
-`factory.store.load`, which knows the whole store.
+`factory.store.references` and `factory.store.named_files`, which know the whole store. Build
+secrets' values come from the environment variables `secret_env_name` names.
 
 The patterns are written for pydantic's Rust regex engine, where `$` only matches at the very end
 (no trailing newline slips through). Use `ID_RE` / `VERSION_RE` (anchored with `\\Z`) from Python.
@@ -18,6 +19,7 @@ from pydantic_core import PydanticCustomError
 from factory.platforms import PLATFORM_NAMES
 
 SCHEMA_VERSION = 1
+SECRET_ENV_PREFIX = "FACTORY_SECRET_"
 
 ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 # Semver-like: MAJOR.MINOR.PATCH with optional -prerelease and +build. ASCII digits only ([0-9],
@@ -30,8 +32,8 @@ VERSION_MAX_LENGTH = 64
 # Registry repository path and tag, as the distribution spec allows them.
 IMAGE_PATTERN = r"^[a-zA-Z0-9.-]+(?::[0-9]+)?(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)+$"
 TAG_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$"
-# A relative path: no control characters (NUL, newline, ...). `factory.store.load` checks that it is
-# relative, uses '/', and stays inside the store's folder.
+# A relative path: no control characters (NUL, newline, ...). `factory.store.named_files` checks
+# that it is relative, uses '/', and stays inside the store's folder.
 PATH_PATTERN = r"^[^\x00-\x1f\x7f]+$"
 
 Id = Annotated[str, StringConstraints(pattern=ID_PATTERN, strict=True)]
@@ -129,3 +131,8 @@ class ManifestStore(_Strict):
             )
             raise PydanticCustomError(kind, template, {"got": value, "expected": SCHEMA_VERSION})
         return value
+
+
+def secret_env_name(secret_id: str) -> str:
+    """The environment variable a build secret's value comes from."""
+    return SECRET_ENV_PREFIX + secret_id.upper().replace("-", "_")

@@ -16,7 +16,8 @@ import pytest
 from click.testing import CliRunner
 
 from factory.cli.main import main
-from factory.store.load import MAX_FILE_BYTES, MAX_TOTAL_BYTES, load_store
+from factory.store.load import load_store
+from factory.store.named_files import MAX_FILE_BYTES, MAX_TOTAL_BYTES
 from tests.unit.store_factory import write_store
 
 COMMANDS = {

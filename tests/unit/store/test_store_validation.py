@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 import factory.store.load as store_module
 from factory.errors import Problem, StoreError
 from factory.platforms import BY_NAME, BY_SLUG
-from factory.store.load import MAX_FILE_BYTES, MAX_STORE_BYTES, LoadedStore, StoreFile, load_store
+from factory.store.load import MAX_STORE_BYTES, LoadedStore, load_store
+from factory.store.named_files import MAX_FILE_BYTES, StoreFile
 from tests.unit.store_factory import FILES, valid_store_dict, write_store
 
 ID_RULE = "is not a valid id (lowercase letters, digits, '_' and '-', 1 to 63 characters"
