@@ -1,8 +1,8 @@
 """Which Dockerfile step hit the cache, read from BuildKit's plain progress output.
 
-`engine.count_build_steps` gives the totals a record stores; prewarm and the benchmarks need to
-know *which* steps were cached (the stable security/core RUN steps, not the per-manifest ones), so
-steps are matched to Dockerfile instructions by their normalized text.
+`engine.count_build_steps` gives the totals a record stores, from these steps; prewarm and the
+benchmarks need to know *which* steps were cached (the stable security/core RUN steps, not the
+per-manifest ones), so steps are matched to Dockerfile instructions by their normalized text.
 """
 
 import re

@@ -14,11 +14,13 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NotRequired, TypedDict, Unpack
 
 import docker
 import requests
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 
+from factory.build.buildlog import build_steps
 from factory.errors import ServiceError, StageError
 from factory.records.model import log_tail
 
@@ -32,13 +34,13 @@ TEST_MEMORY = "512m"
 TEST_PIDS = 256
 TEST_TMPFS = "64m"
 
-_STEP_RE = re.compile(r"^#(\d+) \[(?:[^\]]*? )?(\d+)/(\d+)\] ")
-_CACHED_RE = re.compile(r"^#(\d+) CACHED\s*$")
 _DIGEST_RE = re.compile(r"digest: (sha256:[0-9a-f]{64})")
 
 
 @dataclass(frozen=True)
 class BuildResult:
+    """What one build did: its Dockerfile steps, how many came from the cache, its time and log."""
+
     steps: int
     cached: int
     seconds: float
@@ -47,6 +49,8 @@ class BuildResult:
 
 @dataclass(frozen=True)
 class ImageFacts:
+    """A built or pulled image as the engine holds it: its digest, size and layer count."""
+
     digest: str
     size_bytes: int
     layers: int
@@ -54,6 +58,8 @@ class ImageFacts:
 
 @dataclass(frozen=True)
 class SuiteRun:
+    """One test suite's run: its verdict, exit code, time, whether it timed out, its output."""
+
     suite: str
     passed: bool
     exit_code: int | None
@@ -81,16 +87,20 @@ def redact(text: str, secrets: dict[str, str]) -> str:
 
 def count_build_steps(log: str) -> tuple[int, int]:
     """(steps, cached) from BuildKit's plain progress: the `[i/n]` steps and which hit cache."""
-    step_ids: set[str] = set()
-    total = 0
-    cached_ids: set[str] = set()
-    for line in log.splitlines():
-        if m := _STEP_RE.match(line):
-            step_ids.add(m.group(1))
-            total = max(total, int(m.group(3)))
-        elif m := _CACHED_RE.match(line):
-            cached_ids.add(m.group(1))
-    return total, len(cached_ids & step_ids)
+    steps = build_steps(log)
+    return max((s.total for s in steps), default=0), sum(s.cached for s in steps)
+
+
+class SuiteContainer(TypedDict):
+    """What a test container is made of: `Engine.create_test_container`'s arguments."""
+
+    image_ref: str
+    oci_platform: str
+    suite: str
+    script_path: Path
+    environment: dict[str, str]
+    read_only_root: NotRequired[bool]
+    gpu: NotRequired[bool]
 
 
 class Engine:
@@ -315,33 +325,16 @@ class Engine:
             else None,
         )
 
-    def run_suite(
-        self,
-        *,
-        image_ref: str,
-        oci_platform: str,
-        suite: str,
-        script_path: Path,
-        timeout_s: int,
-        environment: dict[str, str],
-        read_only_root: bool = True,
-        gpu: bool = False,
-    ) -> SuiteRun:
-        """Run one test suite in a fresh container: no network, memory/pids limits, a timeout."""
+    def run_suite(self, *, timeout_s: int, **spec: Unpack[SuiteContainer]) -> SuiteRun:
+        """Run one test suite in a fresh container (`create_test_container`): no network,
+        memory/pids limits, and `timeout_s` after which it is killed."""
+        suite, image_ref, oci_platform = spec["suite"], spec["image_ref"], spec["oci_platform"]
         started = time.monotonic()
         container = None
         timed_out = False
         exit_code: int | None = None
         try:
-            container = self.create_test_container(
-                image_ref=image_ref,
-                oci_platform=oci_platform,
-                suite=suite,
-                script_path=script_path,
-                environment=environment,
-                read_only_root=read_only_root,
-                gpu=gpu,
-            )
+            container = self.create_test_container(**spec)
             container.start()
             try:
                 result = container.wait(timeout=timeout_s)

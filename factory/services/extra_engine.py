@@ -35,6 +35,8 @@ import docker
 import requests
 
 from factory.errors import ServiceError
+from factory.services.host_commands import STANDARD_PATH
+from factory.services.processes import last_lines, mount_points_under, start_detached
 
 START_TIMEOUT_S = 60.0
 PING_TIMEOUT_S = 2.0
@@ -43,14 +45,12 @@ STOP_TIMEOUT_S = 45.0
 KILL_WAIT_S = 5.0
 POLL_INTERVAL_S = 0.1
 COMMAND_TIMEOUT_S = 30.0
-LOG_TAIL_LINES = 25
 # sun_path holds 108 bytes; containerd puts `containerd/containerd.sock.ttrpc` under the exec root.
 MAX_SOCKET_PATH = 100
 CONTAINERD_SOCKET_SUFFIX = "containerd/containerd.sock.ttrpc"
 # Bridge subnets are taken from here, one /24 per extra engine, avoiding every address and route
 # the host already has.
 BRIDGE_POOL = ipaddress.ip_network("10.231.0.0/16")
-STANDARD_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 @dataclass
@@ -129,18 +129,7 @@ def start_extra_engine(tmpdir: Path | str) -> ExtraEngine:
         bridge,
     ]
     try:
-        with log.open("wb") as out:
-            process = subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                # Its own session: a Ctrl-C meant for the caller must not kill it before the
-                # caller's cleanup stops it in order.
-                start_new_session=True,
-                cwd=root,
-                env={**os.environ, "PATH": f"{STANDARD_PATH}:{os.environ.get('PATH', '')}"},
-            )
+        process = start_detached(argv, log)
     except OSError:
         _delete_bridge(bridge)
         raise
@@ -160,7 +149,7 @@ def start_extra_engine(tmpdir: Path | str) -> ExtraEngine:
                 if process.returncode is not None
                 else f"did not answer within {START_TIMEOUT_S:.0f} s"
             )
-            tail = _tail(log)
+            tail = last_lines(log)
             stop_extra_engine(engine, keep_files=True)
             msg = (
                 f"the extra dockerd at {engine.docker_host} {problem}. Last lines of {log}:\n{tail}"
@@ -241,27 +230,7 @@ def _stop_managed_containerd(exec_root: Path) -> None:
             time.sleep(POLL_INTERVAL_S)
 
 
-def _tail(log: Path) -> str:
-    try:
-        lines = log.read_text(errors="replace").splitlines()
-    except FileNotFoundError:
-        return "(no log written)"
-    return "\n".join(lines[-LOG_TAIL_LINES:]) or "(empty log)"
-
-
 # -- mounts -------------------------------------------------------------------------------------
-
-
-def mount_points_under(root: Path) -> list[str]:
-    """Mount points at or below `root`, deepest first (the order they must be unmounted in)."""
-    prefix = str(root)
-    points = set()
-    for line in Path("/proc/self/mountinfo").read_text().splitlines():
-        # Field 5 is the mount point, with spaces and the like escaped as octal.
-        point = line.split()[4].encode().decode("unicode_escape")
-        if point == prefix or point.startswith(prefix + "/"):
-            points.add(point)
-    return sorted(points, key=len, reverse=True)
 
 
 def _unmount_under(root: Path) -> list[str]:

@@ -16,14 +16,7 @@ from urllib.parse import urlsplit
 from factory.errors import ServiceError
 from factory.registry.names import is_loopback
 from factory.services.host_commands import ensure_installed
-from factory.services.processes import (
-    forget,
-    is_running,
-    read_state,
-    refuse_if_running,
-    spawn,
-    wait_until,
-)
+from factory.services.processes import is_running, read_state, refuse_if_running, start_service
 from factory.services.state import Echo, ServicePaths, ServiceState
 from factory.workers import celery_settings
 
@@ -135,18 +128,14 @@ def broker_up(paths: ServicePaths, echo: Echo, url: str | None = None) -> Servic
     config.write_text(_config_text(paths, listen, port))
     log = folder / "redis.log"
     echo(f"broker: starting redis-server on {listen}:{port} (log: {log})")
-    proc, record = spawn(paths, STATE_NAME, ["redis-server", str(config)], log)
-    try:
-        elapsed = wait_until(
-            lambda: broker_answers(url, 0.5),
-            proc,
-            what="redis-server",
-            timeout=START_TIMEOUT_S,
-            log=log,
-        )
-    except ServiceError:
-        forget(paths, STATE_NAME)
-        raise
+    record, elapsed = start_service(
+        paths,
+        STATE_NAME,
+        ["redis-server", str(config)],
+        log,
+        ready=lambda: broker_answers(url, 0.5),
+        timeout=START_TIMEOUT_S,
+    )
     echo(f"broker: ready in {elapsed:.1f} s (pid {record['pid']})")
     return ServiceState("broker", True, broker_detail(url, read_state(paths)), changed=True)
 

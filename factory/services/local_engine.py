@@ -16,13 +16,11 @@ import requests
 from factory.errors import ServiceError
 from factory.services.host_commands import ensure_installed
 from factory.services.processes import (
-    forget,
     is_running,
     read_state,
     refuse_if_running,
-    spawn,
+    start_service,
     unmount_under,
-    wait_until,
 )
 from factory.services.state import Echo, ServicePaths, ServiceState
 
@@ -141,19 +139,16 @@ def engine_up(paths: ServicePaths, echo: Echo) -> ServiceState:
     ]
     log = paths.docker_dir / "dockerd.log"
     echo(f"engine: starting dockerd at {paths.docker_host} (log: {log})")
-    proc, record = spawn(paths, "dockerd", argv, log, host=paths.docker_host)
-    try:
-        elapsed = wait_until(
-            lambda: _engine_version(paths.docker_host) is not None,
-            proc,
-            what="dockerd",
-            timeout=ENGINE_START_TIMEOUT_S,
-            log=log,
-        )
-    except ServiceError:
-        forget(paths, "dockerd")
-        unmount_under(data_root, paths.exec_root)
-        raise
+    record, elapsed = start_service(
+        paths,
+        "dockerd",
+        argv,
+        log,
+        ready=lambda: _engine_version(paths.docker_host) is not None,
+        timeout=ENGINE_START_TIMEOUT_S,
+        on_failure=lambda: unmount_under(data_root, paths.exec_root),
+        host=paths.docker_host,
+    )
     version = _engine_version(paths.docker_host) or "unknown"
     echo(f"engine: Docker Engine {version} ready in {elapsed:.1f} s (pid {record['pid']})")
     detail = engine_detail(paths.docker_host, version, read_state(paths))

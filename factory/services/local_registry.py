@@ -12,14 +12,7 @@ from factory.errors import RegistryError, ServiceError
 from factory.registry.client import RegistryClient
 from factory.registry.names import is_loopback
 from factory.services.host_commands import ensure_installed
-from factory.services.processes import (
-    forget,
-    is_running,
-    read_state,
-    refuse_if_running,
-    spawn,
-    wait_until,
-)
+from factory.services.processes import is_running, read_state, refuse_if_running, start_service
 from factory.services.state import Echo, ServicePaths, ServiceState
 from factory.settings import Settings
 
@@ -94,18 +87,14 @@ def registry_up(settings: Settings, paths: ServicePaths, echo: Echo) -> ServiceS
     config.write_text(json.dumps(registry_config, indent=2) + "\n")
     log = paths.registry_dir / "registry.log"
     echo(f"registry: starting docker-registry on {listen} (log: {log})")
-    proc, record = spawn(paths, "registry", ["docker-registry", "serve", str(config)], log)
-    try:
-        elapsed = wait_until(
-            lambda: _registry_answers(client),
-            proc,
-            what="docker-registry",
-            timeout=REGISTRY_START_TIMEOUT_S,
-            log=log,
-        )
-    except ServiceError:
-        forget(paths, "registry")
-        raise
+    record, elapsed = start_service(
+        paths,
+        "registry",
+        ["docker-registry", "serve", str(config)],
+        log,
+        ready=lambda: _registry_answers(client),
+        timeout=REGISTRY_START_TIMEOUT_S,
+    )
     echo(f"registry: ready in {elapsed:.1f} s (pid {record['pid']})")
     detail = registry_detail(settings, read_state(paths))
     return ServiceState("registry", True, detail, changed=True)

@@ -87,24 +87,33 @@ def refuse_if_running(started: dict, name: str, where: str) -> None:
         raise ServiceError(msg)
 
 
-def spawn(
-    paths: ServicePaths, name: str, argv: list[str], log: Path, **extra: str
-) -> tuple[subprocess.Popen, dict]:
-    """Start a service detached (own session, so it outlives us) and record it in the state."""
-    log.parent.mkdir(parents=True, exist_ok=True)
-    if log.exists():
-        log.replace(log.with_name(log.name + ".1"))
+def start_detached(argv: list[str], log: Path) -> subprocess.Popen:
+    """Start a daemon in its own session, its output in `log`, in the log's folder.
+
+    Its own session: it outlives us, and a Ctrl-C meant for the caller does not reach it before
+    the caller stops it in order. Not the caller's folder: a daemon must not pin a temporary
+    directory. The PATH has the sbin directories, where dockerd finds containerd and runc.
+    """
     with log.open("wb") as out:
-        proc = subprocess.Popen(
+        return subprocess.Popen(
             argv,
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            # Not the caller's folder: a service must not pin a temporary directory.
             cwd=log.parent,
             env={**os.environ, "PATH": f"{STANDARD_PATH}:{os.environ.get('PATH', '')}"},
         )
+
+
+def spawn(
+    paths: ServicePaths, name: str, argv: list[str], log: Path, **extra: str
+) -> tuple[subprocess.Popen, dict]:
+    """Start a service detached (`start_detached`) and record it in the state."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    if log.exists():
+        log.replace(log.with_name(log.name + ".1"))
+    proc = start_detached(argv, log)
     _CHILDREN[proc.pid] = proc
     stat = _proc_stat(proc.pid)
     record = {
@@ -119,6 +128,33 @@ def spawn(
     state[name] = record
     _write_state(paths, state)
     return proc, record
+
+
+def start_service(
+    paths: ServicePaths,
+    name: str,
+    argv: list[str],
+    log: Path,
+    *,
+    ready: Callable[[], bool],
+    timeout: float,
+    on_failure: Callable[[], None] | None = None,
+    **extra: str,
+) -> tuple[dict, float]:
+    """`spawn` a service and wait until `ready()`: (its state record, seconds it took).
+
+    A service that exits or does not answer in time is stopped and forgotten (then `on_failure`
+    cleans up after it) before the ServiceError naming `argv[0]` and its log goes up.
+    """
+    proc, record = spawn(paths, name, argv, log, **extra)
+    try:
+        elapsed = wait_until(ready, proc, what=argv[0], timeout=timeout, log=log)
+    except ServiceError:
+        forget(paths, name)
+        if on_failure is not None:
+            on_failure()
+        raise
+    return record, elapsed
 
 
 def wait_until(
@@ -147,7 +183,7 @@ def wait_until(
             _CHILDREN.pop(proc.pid, None)
             problem = f"did not answer within {timeout:.0f} s" if late else f"exited ({code})"
             msg = (
-                f"{what} {problem} while starting. Last lines of {log}:\n{_tail(log)}\n"
+                f"{what} {problem} while starting. Last lines of {log}:\n{last_lines(log)}\n"
                 f"Fix what the log says, then run `factory services up` again."
             )
             raise ServiceError(msg)
@@ -178,7 +214,8 @@ def stop(record: dict) -> str:
     raise ServiceError(msg)
 
 
-def _tail(log: Path) -> str:
+def last_lines(log: Path) -> str:
+    """The last LOG_TAIL_LINES lines of a daemon's log, or what stands in for them."""
     try:
         lines = log.read_text(errors="replace").splitlines()
     except FileNotFoundError:
@@ -186,19 +223,21 @@ def _tail(log: Path) -> str:
     return "\n".join(lines[-LOG_TAIL_LINES:]) or "(empty log)"
 
 
-def _mount_points() -> list[str]:
-    points = []
+def mount_points_under(*roots: Path) -> list[str]:
+    """Mount points at or below `roots`, deepest first (the order they must be unmounted in)."""
+    prefixes = [str(root) for root in roots]
+    points = set()
     for line in Path("/proc/self/mountinfo").read_text().splitlines():
         # Field 5 is the mount point, with spaces and the like escaped as octal.
-        points.append(line.split()[4].encode().decode("unicode_escape"))
-    return points
+        point = line.split()[4].encode().decode("unicode_escape")
+        if any(point == r or point.startswith(r + "/") for r in prefixes):
+            points.add(point)
+    return sorted(points, key=len, reverse=True)
 
 
 def unmount_under(*roots: Path) -> None:
     """Unmount whatever is still mounted under `roots`, deepest first."""
-    prefixes = [str(root) for root in roots]
-    stale = [p for p in _mount_points() if any(p == r or p.startswith(r + "/") for r in prefixes)]
-    for point in sorted(set(stale), key=len, reverse=True):
+    for point in mount_points_under(*roots):
         run_command(["umount", point])
 
 

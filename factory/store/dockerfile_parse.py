@@ -131,26 +131,20 @@ def _builder_flags(rest: str) -> tuple[list[str], str]:
         quote = 0
         while pos < size:
             ch = data[pos]
-            if quote:
-                if ch == quote:
-                    quote = 0
-                elif ch == 0x5C:  # backslash
-                    if pos + 1 < size:
-                        pos += 1
-                        word.append(data[pos])
-                else:
-                    word.append(ch)
-                pos += 1
-                continue
-            if ch in _GO_BYTE_SPACES:
-                break
-            if ch in (0x27, 0x22):
-                quote = ch
-                blank_ok = True
-            elif ch == 0x5C:
+            if ch == 0x5C:  # a backslash takes the next byte as it is, in quotes or not
                 if pos + 1 < size:
                     pos += 1
                     word.append(data[pos])
+            elif quote:
+                if ch == quote:
+                    quote = 0
+                else:
+                    word.append(ch)
+            elif ch in _GO_BYTE_SPACES:
+                break
+            elif ch in (0x27, 0x22):
+                quote = ch
+                blank_ok = True
             else:
                 word.append(ch)
             pos += 1
