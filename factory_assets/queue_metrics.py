@@ -20,9 +20,8 @@ import dagster as dg
 
 from factory.platforms import BY_NAME, PLATFORMS
 from factory.records.model import CompatibilityRecord
-from factory.records.store import LocalRecordStore, warn
+from factory.records.store import LocalRecordStore, parse_object, warn
 from factory.report.metrics import DEFAULT_WINDOW, build_metrics, build_report
-from factory.safe_json import parse_json
 from factory_assets.run_pool import POOL_TAG, untagged_runs
 
 # Dagster's run-retry daemon tags each retry with its attempt number (1, 2, ...).
@@ -81,11 +80,10 @@ def dead_letters_by_pool(data_dir: Path) -> Counter[str]:
 def _letter_pool(store: LocalRecordStore, build_id: str) -> str:
     where = store.where("dlq", build_id)
     try:
-        letter = parse_json(store.get("dlq", build_id) or b"null", where)
+        data = store.get("dlq", build_id)
+        letter = {} if data is None else parse_object(data, where, "a dead letter")
     except ValueError as exc:  # UnreadableEntryError, or an id that cannot name a file
         warn(f"warning: dead letter {exc}; counted under pool {UNKNOWN_POOL}")
-        return UNKNOWN_POOL
-    if not isinstance(letter, dict):
         return UNKNOWN_POOL
     platform = BY_NAME.get(str(letter.get("platform")))
     return str(letter.get("pool") or (platform.pool if platform else UNKNOWN_POOL))
