@@ -32,10 +32,7 @@ import contextlib
 import json
 import os
 import shutil
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -44,41 +41,19 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import requests
-
+from bench.dagster_ui import LOCATION, REPOSITORY, DagsterUi
 from bench.synthetic import write_synthetic_store
 from factory.platforms import BY_NAME
-from factory.records.model import dlq
+from factory.records import dlq
 from factory.registry.client import RegistryClient
-from factory.services.embedded import embedded as services
-from factory.settings import PROJECT_ROOT, Settings
+from factory.services import embedded as services
+from factory.settings import Settings
 
-LOCATION = "factory"
-REPOSITORY = "__repository__"
 KEEP_SENSORS = frozenset({"dead_letter_sensor"})
-BIN = Path(sys.executable).parent
-START_TIMEOUT_S = 240.0
-STOP_TIMEOUT_S = 30.0
 POLL_S = 2.0
 SAMPLE_S = 0.5
 PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
 
-SENSORS_QUERY = """
-query($selector: RepositorySelector!) { sensorsOrError(repositorySelector: $selector) {
-  __typename ... on Sensors { results { name sensorState { id status } } }
-} }
-"""
-STOP_SENSOR = """
-mutation($id: String!) { stopSensor(id: $id) {
-  __typename ... on StopSensorMutationResult { instigationState { status } }
-  ... on PythonError { message }
-} }
-"""
-LOCATION_QUERY = """
-{ workspaceOrError { __typename ... on Workspace { locationEntries {
-  name loadStatus locationOrLoadError { __typename ... on PythonError { message } }
-} } } }
-"""
 LAUNCH_BACKFILL = """
 mutation($params: LaunchBackfillParams!) { launchPartitionBackfill(backfillParams: $params) {
   __typename ... on LaunchBackfillSuccess { backfillId } ... on Error { message }
@@ -206,147 +181,28 @@ class MemorySampler(threading.Thread):
             self.sample()
 
 
-# ---------------------------------------------------------------------------------------------
-# the processes we start, and how we stop them
-
-
-def _spawn(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
-    with log.open("ab") as out:
-        # A session of its own: the code server and run workers it starts share its group id,
-        # which is its PID, so they can be stopped by that id without touching anything else.
-        return subprocess.Popen(
-            argv,
-            cwd=PROJECT_ROOT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
-def stop(proc: subprocess.Popen) -> None:
-    """SIGTERM the process we started (by PID), then whatever is left of its own group."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=STOP_TIMEOUT_S)
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        if not _group_alive(proc.pid):
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, sig)
-        deadline = time.monotonic() + STOP_TIMEOUT_S / 3
-        while time.monotonic() < deadline and _group_alive(proc.pid):
-            time.sleep(0.2)
-
-
-def _free_port() -> int:
-    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class Server:
-    """GraphQL against the webserver we started."""
-
-    def __init__(self, url: str, procs: list[subprocess.Popen], logs: Path):
-        self.url = url
-        self.procs = procs
-        self.logs = logs
-
-    def graphql(self, query: str, variables: dict | None = None) -> dict:
-        response = requests.post(
-            f"{self.url}/graphql", json={"query": query, "variables": variables or {}}, timeout=60
-        )
-        response.raise_for_status()
-        body = response.json()
-        if body.get("errors"):
-            msg = f"GraphQL errors: {body['errors']}"
-            raise RuntimeError(msg)
-        return body["data"]
-
-    def log_tail(self, lines: int = 30) -> str:
-        parts = []
-        for log in sorted(self.logs.glob("*.log")):
-            tail = log.read_text(errors="replace").splitlines()[-lines:]
-            parts.append(f"--- {log.name}\n" + "\n".join(tail))
-        return "\n".join(parts)
-
-    def wait_for(self, what: str, check) -> None:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        last: Exception | None = None
-        while time.monotonic() < deadline:
-            for proc in self.procs:
-                if proc.poll() is not None:
-                    msg = f"{proc.args[0]} exited ({proc.returncode}) before {what}:\n"
-                    raise RuntimeError(msg + self.log_tail())
-            try:
-                if check():
-                    return
-            except (requests.RequestException, RuntimeError) as exc:
-                last = exc
-            time.sleep(0.5)
-        msg = f"timed out after {START_TIMEOUT_S:.0f}s waiting for {what} (last: {last}):\n"
-        raise TimeoutError(msg + self.log_tail())
-
-    def location_loaded(self) -> bool:
-        data = self.graphql(LOCATION_QUERY)["workspaceOrError"]
-        entry = {e["name"]: e for e in data.get("locationEntries", [])}.get(LOCATION)
-        if not entry or entry["loadStatus"] != "LOADED":
-            return False
-        location = entry["locationOrLoadError"] or {}
-        if location.get("__typename") == "PythonError":
-            msg = f"code location {LOCATION} failed to load: {location['message']}"
-            raise RuntimeError(msg)
-        return True
-
-    def stop_sensors(self) -> list[str]:
-        selector = {"repositoryLocationName": LOCATION, "repositoryName": REPOSITORY}
-        sensors = self.graphql(SENSORS_QUERY, {"selector": selector})["sensorsOrError"]["results"]
-        stopped = []
-        for sensor in sensors:
-            if sensor["name"] in KEEP_SENSORS or sensor["sensorState"]["status"] != "RUNNING":
-                continue
-            result = self.graphql(STOP_SENSOR, {"id": sensor["sensorState"]["id"]})["stopSensor"]
-            if result["__typename"] != "StopSensorMutationResult":
-                msg = f"could not stop {sensor['name']}: {result}"
-                raise RuntimeError(msg)
-            stopped.append(sensor["name"])
-        return stopped
-
-    def backfill(self, slug: str, partitions: list[str], tag: str, *, in_process: bool) -> str:
-        params: dict = {
-            "selector": {
-                "partitionSetName": f"build_{slug}_partition_set",
-                "repositorySelector": {
-                    "repositoryLocationName": LOCATION,
-                    "repositoryName": REPOSITORY,
-                },
+def backfill(ui: DagsterUi, slug: str, partitions: list[str], tag: str, *, in_process: bool) -> str:
+    """Launch one partition backfill of `slug`'s job, as "backfill all" in the UI would."""
+    params: dict = {
+        "selector": {
+            "partitionSetName": f"build_{slug}_partition_set",
+            "repositorySelector": {
+                "repositoryLocationName": LOCATION,
+                "repositoryName": REPOSITORY,
             },
-            "partitionNames": partitions,
-            "tags": [{"key": "factory/bench", "value": tag}],
-            "title": f"bench.load {slug}",
-        }
-        if in_process:
-            # The jobs' executor runs each step in its own process unless the run asks otherwise.
-            params["runConfigData"] = {"execution": {"config": {"in_process": {}}}}
-        result = self.graphql(LAUNCH_BACKFILL, {"params": params})["launchPartitionBackfill"]
-        if result["__typename"] != "LaunchBackfillSuccess":
-            msg = f"backfill of {slug} refused: {result}"
-            raise RuntimeError(msg)
-        return result["backfillId"]
+        },
+        "partitionNames": partitions,
+        "tags": [{"key": "factory/bench", "value": tag}],
+        "title": f"bench.load {slug}",
+    }
+    if in_process:
+        # The jobs' executor runs each step in its own process unless the run asks otherwise.
+        params["runConfigData"] = {"execution": {"config": {"in_process": {}}}}
+    result = ui.graphql(LAUNCH_BACKFILL, {"params": params})["launchPartitionBackfill"]
+    if result["__typename"] != "LaunchBackfillSuccess":
+        msg = f"backfill of {slug} refused: {result}"
+        raise RuntimeError(msg)
+    return result["backfillId"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -416,28 +272,20 @@ def run_load(args: argparse.Namespace, workdir: Path) -> Figures:
         sync_partitions(instance, store)
 
     started = time.monotonic()
-    port = _free_port()
-    child_env = {**os.environ, **env}
-    procs: list[subprocess.Popen] = []
-    server = Server(f"http://127.0.0.1:{port}", procs, logs)
+    # The servers get the timeout a loaded host needs to answer GraphQL.
+    server = DagsterUi(logs, {**os.environ, **env}, graphql_timeout_s=60.0)
     sampler: MemorySampler | None = None
     try:
-        webserver = [str(BIN / "dagster-webserver"), "-w", "workspace.yaml"]
-        webserver += ["-h", "127.0.0.1", "-p", str(port)]
-        procs.append(_spawn(webserver, child_env, logs / "webserver.log"))
-        sampler = MemorySampler({"webserver": procs[0].pid})
+        webserver = server.spawn_webserver()
+        sampler = MemorySampler({"webserver": webserver.pid})
         sampler.start()
-        server.wait_for(
-            "the webserver", lambda: requests.get(f"{server.url}/server_info", timeout=5).ok
-        )
-        server.wait_for("the code location", server.location_loaded)
-        stopped = server.stop_sensors()
-        daemon = [str(BIN / "dagster-daemon"), "run", "-w", "workspace.yaml"]
-        procs.append(_spawn(daemon, child_env, logs / "daemon.log"))
-        sampler.watched["daemon"] = procs[1].pid
+        server.wait_for_webserver()
+        stopped = server.stop_sensors(KEEP_SENSORS)
+        daemon = server.spawn_daemon()
+        sampler.watched["daemon"] = daemon.pid
         figures.startup_s = round(time.monotonic() - started, 1)
         print(
-            f"webserver {server.url} (pid {procs[0].pid}), daemon pid {procs[1].pid}, "
+            f"webserver {server.url} (pid {webserver.pid}), daemon pid {daemon.pid}, "
             f"started in {figures.startup_s}s; stopped sensors: {', '.join(stopped) or 'none'}"
         )
 
@@ -446,7 +294,7 @@ def run_load(args: argparse.Namespace, workdir: Path) -> Figures:
         for name in sorted(by_platform):
             slug = BY_NAME[name].slug
             keys = sorted(m for m, p in combos if p == name)
-            backfill_id = server.backfill(slug, keys, tag, in_process=args.in_process)
+            backfill_id = backfill(server, slug, keys, tag, in_process=args.in_process)
             print(f"backfill {backfill_id}: {len(keys)} runs of build_{slug}")
         deadline = submitted + args.timeout
         runs_filter = dg.RunsFilter(tags={"factory/bench": tag})
@@ -458,7 +306,7 @@ def run_load(args: argparse.Namespace, workdir: Path) -> Figures:
         with dg.DagsterInstance.from_config(str(home)) as instance:
             last_line = ""
             while True:
-                for proc in procs:
+                for proc in server.procs:
                     if proc.poll() is not None:
                         msg = f"{proc.args[0]} exited ({proc.returncode}):\n{server.log_tail()}"
                         raise RuntimeError(msg)
@@ -482,8 +330,7 @@ def run_load(args: argparse.Namespace, workdir: Path) -> Figures:
     finally:
         if sampler is not None:
             sampler.stop()
-        for proc in reversed(procs):
-            stop(proc)
+        server.stop()
 
     runs_by_id = {run_id: r.dagster_run for run_id, r in records.items()}
     figures.runs = len(runs_by_id)

@@ -2,18 +2,17 @@
 
 `postgres_server()` runs Debian's `postgresql` (installed with apt-get when missing): `initdb` into
 a temporary folder and `postgres` on a free loopback port, both as the `postgres` user, with
-password authentication; it stops the server by its PID at the end. `write_production_instance()`
-writes a `dagster.yaml` with deploy/dagster.yaml's storage, queue, concurrency, monitoring and
-retry sections as they are, except `sslmode: require` (the test server has no certificate).
+password authentication; it stops the server by its PID at the end
+(factory/services/server_process.py). `write_production_instance()` writes a `dagster.yaml` with
+deploy/dagster.yaml's storage, queue, concurrency, monitoring and retry sections as they are,
+except `sslmode: require` (the test server has no certificate).
 """
 
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from pathlib import Path
 import psycopg2
 import yaml
 
+from factory.services import server_process
 from factory.settings import PROJECT_ROOT
 
 PRODUCTION_SECTIONS = (
@@ -35,6 +35,7 @@ PRODUCTION_SECTIONS = (
 )
 USER, PASSWORD, DATABASE = "factory", "factory-test-password", "dagster"
 READY_TIMEOUT_S = 30
+LISTEN = "listen_addresses=127.0.0.1"
 
 
 @dataclass(frozen=True)
@@ -101,12 +102,6 @@ def _postgres_bin() -> Path:
     return found[-1].parent
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _as_postgres() -> dict:
     """Popen arguments that run a command as `postgres` when we are root (initdb refuses root)."""
     return {"user": "postgres", "group": "postgres"} if os.geteuid() == 0 else {}
@@ -140,42 +135,28 @@ def postgres_server() -> Iterator[PostgresServer]:
         capture_output=True,
         **_as_postgres(),
     )
-    port = _free_port()
-    log = (root / "postgres.log").open("w")
-    server = subprocess.Popen(
-        [
-            bin_dir / "postgres",
-            "-D",
-            data,
-            "-p",
-            str(port),
-            "-k",
-            root,
-            "-c",
-            "listen_addresses=127.0.0.1",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
+    port = server_process.free_port()
+    server = server_process.spawn(
+        [bin_dir / "postgres", "-D", data, "-p", str(port), "-k", root, "-c", LISTEN],
+        root / "postgres.log",
         **_as_postgres(),
     )
     settings = {"host": "127.0.0.1", "port": port, "user": USER, "password": PASSWORD}
     try:
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while True:
-            try:
-                conn = psycopg2.connect(dbname="postgres", **settings)
-            except psycopg2.OperationalError:
-                assert server.poll() is None, (root / "postgres.log").read_text()
-                assert time.monotonic() < deadline, "PostgreSQL did not answer in time"
-                time.sleep(0.2)
-                continue
-            conn.autocommit = True  # CREATE DATABASE cannot run in a transaction
-            conn.cursor().execute(f"CREATE DATABASE {DATABASE}")
-            conn.close()
-            break
+        conn = server_process.wait_until(
+            "PostgreSQL",
+            lambda: psycopg2.connect(dbname="postgres", **settings),
+            [server],
+            lambda: [root / "postgres.log"],
+            timeout_s=READY_TIMEOUT_S,
+            poll_s=0.2,
+            retry_on=(psycopg2.OperationalError,),
+        )
+        conn.autocommit = True  # CREATE DATABASE cannot run in a transaction
+        conn.cursor().execute(f"CREATE DATABASE {DATABASE}")
+        conn.close()
         yield PostgresServer(host="127.0.0.1", port=port)
     finally:
-        server.send_signal(signal.SIGINT)  # fast shutdown of the server this fixture started
-        server.wait(timeout=30)
-        log.close()
+        # SIGINT: PostgreSQL's fast shutdown, of the server this fixture started.
+        server_process.stop(server, sig=signal.SIGINT)
         shutil.rmtree(root, ignore_errors=True)

@@ -2,13 +2,11 @@
 
 moto (the `dev` extra) answers the S3 API over HTTP, conditional writes included, so the S3 record
 store is tested through the real boto3 client, its retries and its paginators. The server is a
-subprocess of the test and is stopped by its PID; every test gets a bucket of its own.
+subprocess of the test and is stopped by its PID (factory/services/server_process.py); every test
+gets a bucket of its own.
 """
 
-import socket
-import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+
+from factory.services import server_process
 
 # moto accepts any credentials; these keep boto3 from looking for real ones.
 ACCESS_KEY_ID = "factory-test"
@@ -56,12 +56,6 @@ class S3Server:
         return name
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _answers(endpoint_url: str) -> bool:
     try:
         boto3.session.Session().client(
@@ -81,35 +75,25 @@ def moto_server(log_dir: Path) -> Iterator[S3Server]:
     """Start `moto_server` on a free port, yield it once it answers, then stop that PID."""
     executable = Path(sys.executable).with_name("moto_server")
     for attempt in range(PORT_ATTEMPTS):
-        port = _free_port()  # another process may take it before moto binds: then try another
+        port = server_process.free_port()  # another process may take it before moto binds
         log_path = log_dir / f"moto-{port}.log"
-        with log_path.open("w") as log:
-            process = subprocess.Popen(
-                [str(executable), "-H", "127.0.0.1", "-p", str(port)],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
+        process = server_process.spawn([executable, "-H", "127.0.0.1", "-p", str(port)], log_path)
         try:
             endpoint = f"http://127.0.0.1:{port}"
-            deadline = time.monotonic() + START_TIMEOUT_S
-            while process.poll() is None and not _answers(endpoint):
-                if time.monotonic() > deadline:
-                    log_text = log_path.read_text()
-                    msg = f"moto_server did not answer in {START_TIMEOUT_S}s:\n{log_text}"
-                    raise RuntimeError(msg)
-                time.sleep(0.1)
-            if process.poll() is not None:
+            try:
+                server_process.wait_until(
+                    "moto_server to answer",
+                    lambda endpoint=endpoint: _answers(endpoint),
+                    [process],
+                    lambda log_path=log_path: [log_path],
+                    timeout_s=START_TIMEOUT_S,
+                    poll_s=0.1,
+                )
+            except server_process.ServerExited:
                 if attempt + 1 < PORT_ATTEMPTS:
-                    continue
-                msg = f"moto_server exited ({process.returncode}):\n{log_path.read_text()}"
-                raise RuntimeError(msg)
+                    continue  # most likely the port was taken: try another
+                raise
             yield S3Server(endpoint_url=endpoint, pid=process.pid)
             return
         finally:
-            if process.poll() is None:
-                process.terminate()
-                try:
-                    process.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait(timeout=10)
+            server_process.stop(process, timeout_s=10)

@@ -1,9 +1,12 @@
 """The Dagster UI on a throw-away instance, and Debian's Chromium to look at it.
 
-Shared by the browser test (tests/integration/dagster/test_ui_browser.py) and the docs screenshots
-(docs/screenshots.py). `ui_server` gives a `dagster-webserver` (and optionally a `dagster-daemon`,
-which executes runs launched from the UI: the instance queues them) on a free loopback port, with
-its own DAGSTER_HOME, data dir and manifest store, and stops exactly the processes it started.
+Shared by the browser, submit and results-consumer tests (tests/integration/dagster/) and the docs
+screenshots (docs/screenshots.py). `ui_server` gives a `dagster-webserver` (and optionally a
+`dagster-daemon`, which executes runs launched from the UI: the instance queues them) on a free
+loopback port, with its own DAGSTER_HOME, data dir and manifest store, and stops exactly the
+processes it started. Starting, waiting for and stopping the two processes, and the GraphQL calls
+made to them, are bench/dagster_ui.py's (the load benchmark starts them the same way); what is
+the tests' own here is preparing the instance and the environment, and Chromium.
 
 Chromium is Debian's package, driven by Playwright with `executable_path` (no browser download);
 `ensure_chromium` installs it with apt-get when it is missing. Nothing needs a display.
@@ -11,21 +14,19 @@ Chromium is Debian's package, driven by Playwright with `executable_path` (no br
 
 import contextlib
 import os
-import signal
-import socket
 import subprocess
-import sys
-import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
-import requests
 
+from bench.dagster_ui import BIN, LOCATION, REPOSITORY, STOP_SENSOR, DagsterUi
 from factory.services import embedded as services
-from factory.settings import PROJECT_ROOT, Settings
+from factory.settings import Settings
 from factory_assets.instance import prepare_dagster_home
+
+# Names the tests and docs/screenshots.py import from here.
+__all__ = ["BIN", "LOCATION", "REPOSITORY", "STOP_SENSOR", "UiServer", "ui_server"]
 
 CHROMIUM = Path("/usr/bin/chromium")
 # Headless, as root, on a machine whose network is closed: without the background-networking
@@ -42,12 +43,6 @@ CHROMIUM_ARGS = [
 ]
 
 APT_TIMEOUT_S = 1200
-START_TIMEOUT_S = 240.0
-STOP_TIMEOUT_S = 30.0
-POLL_S = 0.5
-LOCATION = "factory"
-REPOSITORY = "__repository__"
-BIN = Path(sys.executable).parent
 
 
 def ensure_chromium() -> Path:
@@ -83,12 +78,6 @@ def launch_chromium(playwright):
     )
 
 
-def free_port() -> int:
-    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @contextlib.contextmanager
 def _environ(**values: str) -> Iterator[None]:
     """Set environment variables in this process for the block, then put them back."""
@@ -104,35 +93,17 @@ def _environ(**values: str) -> Iterator[None]:
                 os.environ[key] = value
 
 
-@dataclass
-class UiServer:
-    url: str
-    dagster_home: Path
-    data_dir: Path
-    env: dict[str, str]
-    logs: Path
+class UiServer(DagsterUi):
+    """The webserver (and daemon) of `ui_server`, with the instance and data dir they serve."""
 
-    def graphql(self, query: str, variables: Mapping | None = None) -> dict:
-        response = requests.post(
-            f"{self.url}/graphql", json={"query": query, "variables": variables or {}}, timeout=30
-        )
-        response.raise_for_status()
-        body = response.json()
-        if body.get("errors"):
-            msg = f"GraphQL errors: {body['errors']}"
-            raise RuntimeError(msg)
-        return body["data"]
+    def __init__(self, logs: Path, env: dict[str, str], *, dagster_home: Path, data_dir: Path):
+        super().__init__(logs, env)
+        self.dagster_home = dagster_home
+        self.data_dir = data_dir
 
     def instance(self) -> dg.DagsterInstance:
         """The server's instance, opened from its DAGSTER_HOME (close it after use)."""
         return dg.DagsterInstance.from_config(str(self.dagster_home))
-
-    def log_tail(self, lines: int = 40) -> str:
-        parts = []
-        for log in sorted(self.logs.glob("*.log")):
-            tail = log.read_text(errors="replace").splitlines()[-lines:]
-            parts.append(f"--- {log.name}\n" + "\n".join(tail))
-        return "\n".join(parts)
 
 
 def prepare_home(home: Path, settings: Settings, partitions: Mapping[str, Sequence[str]]) -> None:
@@ -142,128 +113,6 @@ def prepare_home(home: Path, settings: Settings, partitions: Mapping[str, Sequen
     with dg.DagsterInstance.from_config(str(home)) as instance:
         for name, keys in partitions.items():
             instance.add_dynamic_partitions(name, list(keys))
-
-
-def _spawn(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
-    with log.open("ab") as out:
-        # A session of its own: the code servers and run workers it starts are in its group.
-        return subprocess.Popen(
-            argv,
-            cwd=PROJECT_ROOT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def stop_process(proc: subprocess.Popen) -> None:
-    """SIGTERM to the process we started, then to what is left of its own process group."""
-    pgid = proc.pid  # start_new_session: the group id is the leader's PID
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=STOP_TIMEOUT_S)
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        if not _group_alive(pgid):
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pgid, sig)
-        deadline = time.monotonic() + STOP_TIMEOUT_S / 3
-        while time.monotonic() < deadline and _group_alive(pgid):
-            time.sleep(POLL_S)
-
-
-def _wait(what: str, check, procs: Sequence[subprocess.Popen], server: UiServer) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_S
-    last: Exception | None = None
-    while time.monotonic() < deadline:
-        for proc in procs:
-            if proc.poll() is not None:
-                msg = f"{proc.args[0]} exited ({proc.returncode}) before {what}:\n"
-                raise RuntimeError(msg + server.log_tail())
-        try:
-            if check():
-                return
-        except (requests.RequestException, RuntimeError) as exc:
-            last = exc
-        time.sleep(POLL_S)
-    msg = f"timed out after {START_TIMEOUT_S:.0f}s waiting for {what} (last: {last}):\n"
-    raise TimeoutError(msg + server.log_tail())
-
-
-LOCATION_QUERY = """
-{ workspaceOrError { __typename ... on Workspace { locationEntries {
-    name loadStatus
-    locationOrLoadError { __typename ... on PythonError { message } }
-} } } }
-"""
-
-
-def _location_loaded(server: UiServer) -> bool:
-    data = server.graphql(LOCATION_QUERY)["workspaceOrError"]
-    entries = {e["name"]: e for e in data.get("locationEntries", [])}
-    entry = entries.get(LOCATION)
-    if not entry or entry["loadStatus"] != "LOADED":
-        return False
-    location = entry["locationOrLoadError"] or {}
-    if location.get("__typename") == "PythonError":
-        msg = f"code location {LOCATION} failed to load: {location['message']}"
-        raise AssertionError(msg)  # not retried by _wait
-    return location.get("__typename") == "RepositoryLocation"
-
-
-SENSORS_QUERY = """
-query($selector: RepositorySelector!) { sensorsOrError(repositorySelector: $selector) {
-    __typename ... on Sensors { results { name sensorState { id status } } }
-} }
-"""
-STOP_SENSOR = """
-mutation($id: String!) { stopSensor(id: $id) {
-    __typename ... on StopSensorMutationResult { instigationState { status } }
-    ... on PythonError { message }
-} }
-"""
-
-
-def stop_sensors(server: UiServer, keep: Sequence[str] = ()) -> list[str]:
-    """Stop the code location's sensors (they default to running) so only the UI launches runs;
-    those named in `keep` go on running."""
-    selector = {"repositoryLocationName": LOCATION, "repositoryName": REPOSITORY}
-    sensors = server.graphql(SENSORS_QUERY, {"selector": selector})["sensorsOrError"]["results"]
-    stopped = []
-    for sensor in sensors:
-        if sensor["sensorState"]["status"] == "RUNNING" and sensor["name"] not in keep:
-            result = server.graphql(STOP_SENSOR, {"id": sensor["sensorState"]["id"]})["stopSensor"]
-            if result["__typename"] != "StopSensorMutationResult":
-                msg = f"could not stop {sensor['name']}: {result}"
-                raise RuntimeError(msg)
-            stopped.append(sensor["name"])
-    return stopped
-
-
-DAEMON_QUERY = """
-{ instance { daemonHealth { allDaemonStatuses { daemonType healthy required } } } }
-"""
-
-
-def _run_queue_daemon_healthy(server: UiServer) -> bool:
-    statuses = server.graphql(DAEMON_QUERY)["instance"]["daemonHealth"]["allDaemonStatuses"]
-    return any(s["daemonType"] == "QUEUED_RUN_COORDINATOR" and s["healthy"] for s in statuses)
 
 
 @contextlib.contextmanager
@@ -302,29 +151,17 @@ def ui_server(
         "FACTORY_REGISTRY": settings.registry,
         "DOCKER_HOST": services.docker_host(current),
     }
-    port = free_port()
-    server = UiServer(f"http://127.0.0.1:{port}", home, data_dir, env, logs)
-    procs: list[subprocess.Popen] = []
+    server = UiServer(logs, env, dagster_home=home, data_dir=data_dir)
     try:
-        webserver = [str(BIN / "dagster-webserver"), "-w", "workspace.yaml"]
-        webserver += ["-h", "127.0.0.1", "-p", str(port)]
-        procs.append(_spawn(webserver, env, logs / "webserver.log"))
-        _wait(
-            "the webserver",
-            lambda: requests.get(f"{server.url}/server_info", timeout=5).ok,
-            procs,
-            server,
-        )
-        _wait("the code location", lambda: _location_loaded(server), procs, server)
+        server.spawn_webserver()
+        server.wait_for_webserver()
         # The "Join the Dagster community" dialog would cover the page on the first visit.
         server.graphql("mutation { setNuxSeen }")
         if daemon:
             if not sensors:
-                stop_sensors(server, keep_sensors)
-            daemon_argv = [str(BIN / "dagster-daemon"), "run", "-w", "workspace.yaml"]
-            procs.append(_spawn(daemon_argv, env, logs / "daemon.log"))
-            _wait("the daemon", lambda: _run_queue_daemon_healthy(server), procs, server)
+                server.stop_sensors(keep_sensors)
+            server.spawn_daemon()
+            server.wait_for_daemon()
         yield server
     finally:
-        for proc in reversed(procs):
-            stop_process(proc)
+        server.stop()

@@ -45,6 +45,7 @@ import yaml
 from factory.records.model import CompatibilityRecord
 from factory.records.store import LAYOUT, LocalRecordStore
 from factory.services import embedded as local_services
+from factory.services import server_process
 from factory.settings import PROJECT_ROOT
 from factory.supply_chain.verify import verify_build
 from factory_assets.instance import INSTANCE_CONFIG
@@ -123,39 +124,28 @@ class Daemon:
 
     def __init__(self, env: dict[str, str], log_path: Path):
         self.log_path = log_path
-        self._log = log_path.open("w")
-        self.process = subprocess.Popen(
-            [str(Path(sys.executable).with_name("dagster-daemon")), "run", "-w", str(WORKSPACE)],
-            cwd=PROJECT_ROOT,
+        self.process = server_process.spawn(
+            [Path(sys.executable).with_name("dagster-daemon"), "run", "-w", WORKSPACE],
+            log_path,
             env=env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its code server and run workers stay in this session
+            cwd=PROJECT_ROOT,
         )
-
-    def log_tail(self) -> str:
-        return self.log_path.read_text()[-6000:]
 
     def stop(self) -> None:
         # Only what this test started: the daemon and the processes of its session.
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=10)
-        self._log.close()
+        server_process.stop(self.process)
 
 
 def _wait_for(what: str, daemon: Daemon, check, deadline: float):
-    while True:
-        value = check()
-        if value:
-            return value
-        assert daemon.process.poll() is None, f"dagster-daemon exited:\n{daemon.log_tail()}"
-        assert time.monotonic() < deadline, f"timed out waiting for {what}:\n{daemon.log_tail()}"
-        time.sleep(0.25)
+    """`check()`'s first true value, failing if the daemon exits or `deadline` passes first."""
+    return server_process.wait_until(
+        what,
+        check,
+        [daemon.process],
+        lambda: [daemon.log_path],
+        timeout_s=deadline - time.monotonic(),
+        poll_s=0.25,
+    )
 
 
 def _worker_pid(instance: dg.DagsterInstance, run_id: str) -> int | None:

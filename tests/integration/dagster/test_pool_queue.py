@@ -11,8 +11,6 @@ at once; each run is one step that sleeps. From the event logs and run records:
 """
 
 import os
-import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -21,6 +19,7 @@ import dagster as dg
 import pytest
 from dagster._core.storage.dagster_run import FINISHED_STATUSES
 
+from factory.services import server_process
 from factory.settings import Settings
 from factory_assets.instance import prepare_dagster_home
 from factory_assets.pools import current_pool_limits
@@ -63,25 +62,16 @@ def daemon_home(tmp_path, monkeypatch):
         f"load_from:\n  - python_file:\n      relative_path: {LOCATION}\n"
         f"      working_directory: {Path.cwd()}\n      location_name: pool_queue\n"
     )
-    log = (tmp_path / "daemon.log").open("w")
-    daemon = subprocess.Popen(
-        [str(Path(sys.executable).with_name("dagster-daemon")), "run", "-w", str(workspace)],
+    daemon = server_process.spawn(
+        [Path(sys.executable).with_name("dagster-daemon"), "run", "-w", workspace],
+        tmp_path / "daemon.log",
         env={**os.environ, "POOL_QUEUE_SLEEP_S": str(SLEEP_S)},
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,  # its code server and run workers stay in this session
     )
     try:
         yield home, tmp_path / "daemon.log"
     finally:
         # Only what this fixture started: the daemon and the processes of its session.
-        os.killpg(daemon.pid, signal.SIGTERM)
-        try:
-            daemon.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(daemon.pid, signal.SIGKILL)
-            daemon.wait(timeout=10)
-        log.close()
+        server_process.stop(daemon)
 
 
 def test_pools_queue_runs_within_their_limits(daemon_home):
