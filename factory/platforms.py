@@ -28,23 +28,27 @@ class Platform:
 
 _BUILD_RESOURCES = {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"memory": "4Gi"}}
 
+
+def _on_arch(arch: str) -> dict[str, Any]:
+    """Step pods go to nodes of the platform's CPU architecture."""
+    return {"node_selector": {"kubernetes.io/arch": arch}}
+
+
+def _cpu_platform(arch: str) -> Platform:
+    """A plain Linux platform: its pool and its nodes are named by its architecture."""
+    return Platform(
+        name=f"linux/{arch}",
+        slug=f"linux_{arch}",
+        pool=arch,
+        oci_platform=f"linux/{arch}",
+        k8s_pod_spec=_on_arch(arch),
+        k8s_container={"resources": _BUILD_RESOURCES},
+    )
+
+
 PLATFORMS: tuple[Platform, ...] = (
-    Platform(
-        name="linux/amd64",
-        slug="linux_amd64",
-        pool="amd64",
-        oci_platform="linux/amd64",
-        k8s_pod_spec={"node_selector": {"kubernetes.io/arch": "amd64"}},
-        k8s_container={"resources": _BUILD_RESOURCES},
-    ),
-    Platform(
-        name="linux/arm64",
-        slug="linux_arm64",
-        pool="arm64",
-        oci_platform="linux/arm64",
-        k8s_pod_spec={"node_selector": {"kubernetes.io/arch": "arm64"}},
-        k8s_container={"resources": _BUILD_RESOURCES},
-    ),
+    _cpu_platform("amd64"),
+    _cpu_platform("arm64"),
     Platform(
         name="linux/amd64+gpu",
         slug="linux_amd64_gpu",
@@ -52,7 +56,7 @@ PLATFORMS: tuple[Platform, ...] = (
         oci_platform="linux/amd64",
         gpu=True,
         k8s_pod_spec={
-            "node_selector": {"kubernetes.io/arch": "amd64"},
+            **_on_arch("amd64"),
             "tolerations": [
                 {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
             ],

@@ -15,7 +15,7 @@ kind is the one `FACTORY_EXECUTOR` names.
 
 import os
 import socket
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 WORKER_ENV = "FACTORY_WORKER_NAME"
 HOST_ENV = "FACTORY_HOST_NAME"
@@ -35,14 +35,8 @@ class ExecutorIdentity:
     engine_id: str | None
 
     def as_record(self) -> dict:
-        return {
-            "kind": self.kind,
-            "worker": self.worker,
-            "pool": self.pool,
-            "host": self.host,
-            "docker_host": self.docker_host,
-            "engine_id": self.engine_id,
-        }
+        """The record's `executor` section: every field, by its name."""
+        return asdict(self)
 
     def describe(self) -> str:
         engine = f"{self.docker_host} (engine {self.engine_id or 'unknown'})"

@@ -133,6 +133,16 @@ class ManifestStore(_Strict):
         return value
 
 
+# The model of each entry of the store's id-keyed sections (`modules` is keyed by id, then version,
+# and its entries are ModuleVersions).
+SECTION_MODELS: dict[str, type[BaseModel]] = {
+    "bases": Base,
+    "templates": Template,
+    "test_suites": TestSuite,
+    "manifests": Manifest,
+}
+
+
 def secret_env_name(secret_id: str) -> str:
     """The environment variable a build secret's value comes from."""
     return SECRET_ENV_PREFIX + secret_id.upper().replace("-", "_")

@@ -17,6 +17,7 @@ from factory.errors import Problem
 from factory.platforms import BY_NAME
 from factory.store.manifest import (
     ID_RE,
+    SECTION_MODELS,
     VERSION_RE,
     Base,
     Manifest,
@@ -46,11 +47,8 @@ class StoreView:
     @classmethod
     def of_model(cls, model: ManifestStore) -> "StoreView":
         return cls(
-            bases=dict(model.bases),
-            templates=dict(model.templates),
             modules={name: dict(versions) for name, versions in model.modules.items()},
-            test_suites=dict(model.test_suites),
-            manifests=dict(model.manifests),
+            **{section: dict(getattr(model, section)) for section in SECTION_MODELS},
         )
 
     @classmethod
@@ -74,11 +72,8 @@ class StoreView:
                     for v, entry in versions.items()
                 }
         return cls(
-            bases=entries("bases", Base),
-            templates=entries("templates", Template),
             modules=modules,
-            test_suites=entries("test_suites", TestSuite),
-            manifests=entries("manifests", Manifest),
+            **{section: entries(section, model) for section, model in SECTION_MODELS.items()},
         )
 
 

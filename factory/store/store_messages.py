@@ -16,14 +16,11 @@ from factory.store.manifest import (
     ID_PATTERN,
     IMAGE_PATTERN,
     PATH_PATTERN,
+    SECTION_MODELS,
     TAG_PATTERN,
     VERSION_PATTERN,
-    Base,
-    Manifest,
     ManifestStore,
     ModuleVersion,
-    Template,
-    TestSuite,
 )
 
 _ID_RULE = (
@@ -47,12 +44,6 @@ _TYPE_NAMES = {
     "bool_type": "true or false",
 }
 # The model whose fields an object at a given location may have (for "unknown field" messages).
-_SECTION_MODELS: dict[str, type[BaseModel]] = {
-    "bases": Base,
-    "templates": Template,
-    "test_suites": TestSuite,
-    "manifests": Manifest,
-}
 
 
 _PLAIN_SEGMENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]*")
@@ -105,8 +96,8 @@ def _allowed_fields(loc: tuple) -> str:
     model: type[BaseModel] | None = None
     if not loc:
         model = ManifestStore
-    elif len(loc) == 2 and loc[0] in _SECTION_MODELS:
-        model = _SECTION_MODELS[loc[0]]
+    elif len(loc) == 2 and loc[0] in SECTION_MODELS:
+        model = SECTION_MODELS[loc[0]]
     elif len(loc) == 3 and loc[0] == "modules":
         model = ModuleVersion
     return f" (allowed: {', '.join(model.model_fields)})" if model else ""
