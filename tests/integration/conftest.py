@@ -1,8 +1,11 @@
-"""Integration fixtures: the real local services, started once per session and left running.
+"""Integration fixtures shared by the service folders: the local services, PostgreSQL, moto's S3.
 
-The services stay up after the session on purpose: CI and the next test run reuse them, and
-`factory services down` stops them. `up` starts only what does not answer, so this fixture is cheap
-when they already run.
+`services`: the real local services, started once per session and left running. They stay up
+after the session on purpose: CI and the next test run reuse them, and `factory services down`
+stops them. `up` starts only what does not answer, so this fixture is cheap when they already run.
+
+`postgres` (one per session) and `s3` (one per test module) are servers of the tests' own, stopped
+by their PID when no longer needed (tests/integration/postgres_server.py, s3_server.py).
 """
 
 import pytest
@@ -25,4 +28,13 @@ def postgres():
     from tests.integration.postgres_server import postgres_server
 
     with postgres_server() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory):
+    """A moto S3 server for the tests of one module (each test makes its own bucket)."""
+    from tests.integration.s3_server import moto_server
+
+    with moto_server(tmp_path_factory.mktemp("moto")) as server:
         yield server

@@ -50,6 +50,17 @@ class S3Server:
         """One client for the tests' own set-up (a boto3 client costs ~0.25 s to make)."""
         return self.client()
 
+    def record_store_env(self, bucket: str, prefix: str) -> dict[str, str]:
+        """The production variables (FACTORY_S3_*, AWS_*) that put the record store in `bucket`."""
+        return {
+            "FACTORY_S3_BUCKET": bucket,
+            "FACTORY_S3_PREFIX": prefix,
+            "FACTORY_S3_ENDPOINT_URL": self.endpoint_url,
+            "AWS_ACCESS_KEY_ID": ACCESS_KEY_ID,
+            "AWS_SECRET_ACCESS_KEY": SECRET_ACCESS_KEY,
+            "AWS_REGION": REGION,
+        }
+
     def new_bucket(self) -> str:
         name = f"factory-test-{uuid.uuid4().hex[:12]}"
         self.admin.create_bucket(Bucket=name)

@@ -41,12 +41,7 @@ from factory.services.processes import is_running, read_state, stop
 from factory.services.state import ServicePaths
 from factory.workers.celery_inspect import ask_workers
 from tests.integration.postgres_server import postgres_server, write_production_instance
-from tests.integration.s3_server import (
-    ACCESS_KEY_ID,
-    REGION,
-    SECRET_ACCESS_KEY,
-    moto_server,
-)
+from tests.integration.s3_server import moto_server
 from tests.integration.stores import EXAMPLE, example_store_copy, manifest
 
 pytestmark = pytest.mark.integration
@@ -250,12 +245,7 @@ def cluster(services, tmp_path_factory) -> Iterator[Cluster]:
                     "FACTORY_CELERY_BROKER": broker,
                     "FACTORY_CELERY_BACKEND": f"redis://127.0.0.1:{port}/1",
                     "FACTORY_CELERY_VISIBILITY_TIMEOUT": str(VISIBILITY_TIMEOUT_S),
-                    "FACTORY_S3_BUCKET": bucket,
-                    "FACTORY_S3_PREFIX": PREFIX,
-                    "FACTORY_S3_ENDPOINT_URL": s3.endpoint_url,
-                    "AWS_ACCESS_KEY_ID": ACCESS_KEY_ID,
-                    "AWS_SECRET_ACCESS_KEY": SECRET_ACCESS_KEY,
-                    "AWS_REGION": REGION,
+                    **s3.record_store_env(bucket, PREFIX),
                     "FACTORY_RETRY_DELAY_S": "1",
                 }
             )

@@ -46,13 +46,7 @@ from tests.integration.postgres_server import (
     postgres_server,
     write_production_instance,
 )
-from tests.integration.s3_server import (
-    ACCESS_KEY_ID,
-    REGION,
-    SECRET_ACCESS_KEY,
-    S3Server,
-    moto_server,
-)
+from tests.integration.s3_server import REGION, S3Server
 from tests.integration.stores import example_store_copy, manifest
 
 pytestmark = pytest.mark.integration
@@ -67,8 +61,8 @@ SHAPES = {"run_pod": ("in_process", "run_args"), "step_pod": ("k8s", "step_args"
 
 
 @pytest.fixture(scope="module")
-def servers(tmp_path_factory) -> tuple[PostgresServer, S3Server]:
-    with postgres_server() as pg, moto_server(tmp_path_factory.mktemp("moto")) as s3:
+def servers(s3) -> tuple[PostgresServer, S3Server]:
+    with postgres_server() as pg:
         yield pg, s3
 
 
@@ -119,12 +113,7 @@ def _shared_env(
         # The shape, as the Helm values' user deployment env sets it for every pod.
         "FACTORY_EXECUTOR": executor,
         "FACTORY_REGISTRY": registry,
-        "FACTORY_S3_BUCKET": bucket,
-        "FACTORY_S3_PREFIX": PREFIX,
-        "FACTORY_S3_ENDPOINT_URL": s3.endpoint_url,
-        "AWS_ACCESS_KEY_ID": ACCESS_KEY_ID,
-        "AWS_SECRET_ACCESS_KEY": SECRET_ACCESS_KEY,
-        "AWS_REGION": REGION,
+        **s3.record_store_env(bucket, PREFIX),
         "AWS_DEFAULT_REGION": REGION,
     }
 

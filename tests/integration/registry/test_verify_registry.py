@@ -14,16 +14,13 @@ from pathlib import Path
 import pytest
 
 from factory.platforms import platform as lookup_platform
-from factory.records.model import CompatibilityRecord, ImageInfo
 from factory.records.store import LocalRecordStore
 from factory.registry.client import RegistryClient
 from factory.registry.names import split_reference
 from factory.services.embedded import DOCKER_CLI, docker_host
 from factory.store.keys import image_ref
-from factory.supply_chain.provenance import build_provenance
-from factory.supply_chain.sbom import build_sbom
 from factory.supply_chain.verify import verify_build
-from tests.unit.supply_chain.test_provenance import record_inputs
+from tests.unit.supply_chain.test_verify import write_build
 
 pytestmark = pytest.mark.integration
 
@@ -95,52 +92,16 @@ def write_record(
     store: LocalRecordStore, *, manifest_id: str, build_key: str, ref: str, digest: str
 ) -> str:
     """A passing record with its log, SBOM and provenance, for the image pushed at `ref`."""
-    build_id = str(uuid.uuid4())
-    times = {"started_at": "2026-11-26T10:00:00Z", "finished_at": "2026-11-26T10:00:05Z"}
-    record_key = "d" * 64
-    log_uri, log_sha = store.put("evidence", build_id, f"pushed {ref}@{digest}\n".encode())
-    bom = build_sbom(
-        [],
-        image_ref=ref,
-        image_digest=digest,
-        platform="linux/amd64",
+    return write_build(
+        store,
+        ref=ref,
         manifest_id=manifest_id,
-        build_id=build_id,
-    )
-    sbom_uri, sbom_sha = store.put_json("sbom", build_id, bom)
-    doc = build_provenance(
-        build_id=build_id,
-        image_ref=ref,
-        image_digest=digest,
         platform="linux/amd64",
-        inputs=record_inputs(),
         build_key=build_key,
-        record_key=record_key,
-        dagster_run_id=None,
-        builder_id="urn:factory:builder:integration-test",
-        **times,
+        record_digest=digest,
+        sbom_digest=digest,
+        provenance_digest=digest,
     )
-    prov_uri, prov_sha = store.put_json("provenance", build_id, doc)
-    store.write_record(
-        CompatibilityRecord(
-            build_id=build_id,
-            manifest_id=manifest_id,
-            platform="linux/amd64",
-            pool="amd64",
-            status="pass",
-            build_key=build_key,
-            record_key=record_key,
-            inputs=record_inputs(),
-            image=ImageInfo(ref=ref, digest=digest),
-            evidence={
-                "log": {"uri": log_uri, "sha256": log_sha},
-                "sbom": {"uri": sbom_uri, "sha256": sbom_sha},
-                "provenance": {"uri": prov_uri, "sha256": prov_sha},
-            },
-            **times,
-        )
-    )
-    return build_id
 
 
 def test_verify_passes_then_catches_a_tag_pushed_over(pushed, tmp_path):

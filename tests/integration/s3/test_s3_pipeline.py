@@ -24,24 +24,11 @@ from factory_assets.platform_chain import build_platform_chain
 from resources import DockerBuilder, ManifestStore, Registry
 from resources.record_store import S3RecordStoreResource
 from resources.record_store_selection import record_store_from_env
-from tests.integration.s3_server import (
-    ACCESS_KEY_ID,
-    REGION,
-    SECRET_ACCESS_KEY,
-    S3Server,
-    moto_server,
-)
 from tests.integration.stores import example_store_copy, manifest
 
 pytestmark = pytest.mark.integration
 AMD64 = BY_NAME["linux/amd64"]
 PREFIX = "factory"
-
-
-@pytest.fixture(scope="module")
-def s3(tmp_path_factory) -> S3Server:
-    with moto_server(tmp_path_factory.mktemp("moto")) as server:
-        yield server
 
 
 def materialize_with_s3(settings, store_path, data_dir, manifest_id: str):
@@ -70,12 +57,7 @@ def test_record_and_evidence_land_in_the_bucket(services, s3, tmp_path, monkeypa
     bucket = s3.new_bucket()
     data_dir = tmp_path / "data"
     for name, value in {
-        "FACTORY_S3_BUCKET": bucket,
-        "FACTORY_S3_PREFIX": PREFIX,
-        "FACTORY_S3_ENDPOINT_URL": s3.endpoint_url,
-        "AWS_ACCESS_KEY_ID": ACCESS_KEY_ID,
-        "AWS_SECRET_ACCESS_KEY": SECRET_ACCESS_KEY,
-        "AWS_REGION": REGION,
+        **s3.record_store_env(bucket, PREFIX),
         # The records index is the operator's database (PostgreSQL in production), not the pod's
         # disk.
         "FACTORY_RECORDS_INDEX_URL": f"sqlite:///{tmp_path / 'records-index.sqlite'}",

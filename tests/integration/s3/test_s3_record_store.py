@@ -13,23 +13,11 @@ from botocore.awsrequest import AWSResponse
 from factory.errors import FactoryError, RecordExistsError, ServiceError
 from factory.records.model import new_build_id
 from factory.records.s3_store import WRITER_KEY, S3RecordStore, s3_store_from_env
-from tests.integration.s3_server import (
-    ACCESS_KEY_ID,
-    REGION,
-    SECRET_ACCESS_KEY,
-    S3Server,
-    moto_server,
-)
+from tests.integration.s3_server import ACCESS_KEY_ID, REGION, SECRET_ACCESS_KEY, S3Server
 from tests.record_store_contract import RecordStoreContract
 from tests.unit.records.test_records import make_record
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def s3(tmp_path_factory) -> S3Server:
-    with moto_server(tmp_path_factory.mktemp("moto")) as server:
-        yield server
 
 
 class TestS3RecordStore(RecordStoreContract):

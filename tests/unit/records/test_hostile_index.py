@@ -71,7 +71,8 @@ def test_a_broken_index_file_is_a_message(tmp_path, recorded, plant):
     assert store.read_record(record.build_id) == record
 
 
-def test_a_row_that_is_not_a_record_is_skipped_with_a_warning(tmp_path, monkeypatch):
+def index_with_a_bad_row(tmp_path, monkeypatch, column: str, value: str):
+    """A SQLite index of two records, `column` of the second's row overwritten with `value`."""
     monkeypatch.setenv(URL_ENV, "")
     store = LocalRecordStore(tmp_path / "data")
     index = open_index(store, tmp_path / "data")
@@ -81,9 +82,15 @@ def test_a_row_that_is_not_a_record_is_skipped_with_a_warning(tmp_path, monkeypa
     store.write_record(bad)
     with sqlite3.connect(tmp_path / "data" / SQLITE_NAME) as db:
         db.execute(
-            "UPDATE factory_records SET record_json = ? WHERE build_id = ?",
-            ('{"build_id": 1, "\\u0000": [', bad.build_id),
+            f"UPDATE factory_records SET {column} = ? WHERE build_id = ?", (value, bad.build_id)
         )
+    return index, good, bad
+
+
+def test_a_row_that_is_not_a_record_is_skipped_with_a_warning(tmp_path, monkeypatch):
+    _, good, _ = index_with_a_bad_row(
+        tmp_path, monkeypatch, "record_json", '{"build_id": 1, "\\u0000": ['
+    )
     result, text = invoke(tmp_path, "records")
     assert result.exit_code == 0, text
     assert good.build_id in text and "is not a record" in text
@@ -116,17 +123,6 @@ def test_a_run_state_that_is_not_a_file_is_no_state(tmp_path):
 
 @pytest.mark.parametrize("summary", ["{", "[]", '{"t": {}}', '{"t": 1, "c": [], "i": 5, "e": []}'])
 def test_a_summary_that_is_not_one_is_skipped(tmp_path, monkeypatch, capsys, summary):
-    monkeypatch.setenv(URL_ENV, "")
-    store = LocalRecordStore(tmp_path / "data")
-    index = open_index(store, tmp_path / "data")
-    index.ensure_current(echo=lambda _: None)
-    good, bad = make_record(), make_record()
-    store.write_record(good)
-    store.write_record(bad)
-    with sqlite3.connect(tmp_path / "data" / SQLITE_NAME) as db:
-        db.execute(
-            "UPDATE factory_records SET summary_json = ? WHERE build_id = ?",
-            (summary, bad.build_id),
-        )
+    index, good, bad = index_with_a_bad_row(tmp_path, monkeypatch, "summary_json", summary)
     assert [r.build_id for r in index.summaries()] == [good.build_id]
     assert f"row {bad.build_id} is not a record" in capsys.readouterr().err

@@ -14,6 +14,7 @@ from factory.report.metrics import (
     percentile,
 )
 from factory_assets.queue_metrics import build_metadata, format_status, queue_metadata
+from tests.unit.records.test_records import make_record
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 
@@ -30,14 +31,13 @@ def record(
     image: ImageInfo | None = None,
     tests: list[SuiteResult] | None = None,
 ) -> CompatibilityRecord:
-    return CompatibilityRecord(
+    """A record finished (and started) at `finished_at`, with the figures the metrics read."""
+    return make_record(
         build_id=build_id,
         manifest_id="m",
         platform=platform,
         pool=pool,
         status=status,
-        build_key="b" * 64,
-        record_key="r" * 64,
         inputs={},
         image=image,
         tests=tests or [],

@@ -266,30 +266,28 @@ def assert_refused(result, tmp_path: Path, before: dict, store: Path, words: lis
     assert not (tmp_path / "data").exists(), "a refused command wrote to the data dir"
 
 
-@pytest.mark.timeout(60)
-@pytest.mark.parametrize("command", COMMANDS)
-@pytest.mark.parametrize(
-    ("text", "words"), [c[1:] for c in TEMPLATES], ids=[c[0] for c in TEMPLATES]
-)
-def test_hostile_template_is_refused(tmp_path, command, text, words):
-    store = write_store(tmp_path)
-    (store.parent / TEMPLATE).write_text(text, encoding="utf-8", newline="")
-    before = snapshot(store.parent)
-    result = invoke(COMMANDS[command], store, tmp_path)
-    assert_refused(result, tmp_path, before, store, [f'"{TEMPLATE}"', "line", *words])
+# Where each hostile text is planted, and what the message names besides the text's own words:
+# a template by its quoted name and line, a fragment by its line.
+HOSTILE = [
+    *(
+        (f"template-{name}", TEMPLATE, text, [f'"{TEMPLATE}"', "line", *words])
+        for name, text, words in TEMPLATES
+    ),
+    *((f"fragment-{name}", FRAGMENT, text, ["line", *words]) for name, text, words in FRAGMENTS),
+]
 
 
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("command", COMMANDS)
 @pytest.mark.parametrize(
-    ("text", "words"), [c[1:] for c in FRAGMENTS], ids=[c[0] for c in FRAGMENTS]
+    ("rel", "text", "words"), [c[1:] for c in HOSTILE], ids=[c[0] for c in HOSTILE]
 )
-def test_hostile_fragment_is_refused(tmp_path, command, text, words):
+def test_hostile_text_is_refused(tmp_path, command, rel, text, words):
     store = write_store(tmp_path)
-    (store.parent / FRAGMENT).write_text(text, encoding="utf-8", newline="")
+    (store.parent / rel).write_text(text, encoding="utf-8", newline="")
     before = snapshot(store.parent)
     result = invoke(COMMANDS[command], store, tmp_path)
-    assert_refused(result, tmp_path, before, store, ["line", *words])
+    assert_refused(result, tmp_path, before, store, words)
 
 
 @pytest.mark.parametrize("files", [c[1] for c in ACCEPTED], ids=[c[0] for c in ACCEPTED])

@@ -54,17 +54,25 @@ def write_build(
     provenance_digest: str = DIGEST,
     provenance: bool = True,
     status: str = "pass",
+    ref: str = REF,
+    manifest_id: str = "llm_factory",
+    platform: str = "linux/arm64",
+    build_key: str = BUILD_KEY,
     **record_overrides,
 ) -> str:
-    """Write a log, an SBOM, a provenance and the record referencing them; return the build_id."""
+    """Write a log, an SBOM, a provenance and the record referencing them; return the build_id.
+
+    Also used by the registry test (tests/integration/registry/test_verify_registry.py), for an
+    image it pushed.
+    """
     build_id = new_build_id()
     log_uri, log_sha = store.put("evidence", build_id, b"factory build\n===== build =====\nok\n")
     bom = build_sbom(
         [],
-        image_ref=REF,
+        image_ref=ref,
         image_digest=sbom_digest,
-        platform="linux/arm64",
-        manifest_id="llm_factory",
+        platform=platform,
+        manifest_id=manifest_id,
         build_id=build_id,
     )
     sbom_uri, sbom_sha = store.put_json("sbom", build_id, bom)
@@ -80,11 +88,11 @@ def write_build(
     if provenance:
         doc = build_provenance(
             build_id=build_id,
-            image_ref=REF,
+            image_ref=ref,
             image_digest=provenance_digest,
-            platform="linux/arm64",
+            platform=platform,
             inputs=record_inputs(),
-            build_key=BUILD_KEY,
+            build_key=build_key,
             record_key=RECORD_KEY,
             dagster_run_id=RUN_ID,
             builder_id="urn:factory:builder:test",
@@ -94,16 +102,16 @@ def write_build(
         evidence["provenance"] = {"uri": uri, "sha256": sha}
     fields = {
         "build_id": build_id,
-        "manifest_id": "llm_factory",
-        "platform": "linux/arm64",
-        "pool": "arm64",
+        "manifest_id": manifest_id,
+        "platform": platform,
+        "pool": lookup_platform(platform).pool,
         "status": status,
-        "build_key": BUILD_KEY,
+        "build_key": build_key,
         "record_key": RECORD_KEY,
         "inputs": record_inputs(),
-        "image": ImageInfo(ref=REF, digest=record_digest, size_bytes=1, layers=1),
+        "image": ImageInfo(ref=ref, digest=record_digest, size_bytes=1, layers=1),
         "evidence": evidence,
-        "dagster": {"run_id": RUN_ID, "partition": "llm_factory"},
+        "dagster": {"run_id": RUN_ID, "partition": manifest_id},
         **times,
     }
     fields.update(record_overrides)
@@ -265,24 +273,32 @@ def test_a_provenance_file_the_record_does_not_reference_is_caught(store):
     assert failed(report) == {"provenance sha256"}
 
 
-def test_an_error_record_without_image_or_sbom_verifies_its_log(store):
+def write_log_only(store: LocalRecordStore, log: bytes, *, status: str, image, **evidence) -> str:
+    """A record whose evidence is a log (and the given `evidence` entries); its build_id."""
     build_id = new_build_id()
-    uri, sha = store.put("evidence", build_id, b"render failed\n")
+    uri, sha = store.put("evidence", build_id, log)
     store.write_record(
         CompatibilityRecord(
             build_id=build_id,
             manifest_id="llm_factory",
             platform="linux/arm64",
             pool="arm64",
-            status="error",
+            status=status,
             build_key=BUILD_KEY,
             record_key=RECORD_KEY,
             inputs=record_inputs(),
-            image=None,
-            evidence={"log": {"uri": uri, "sha256": sha}, "sbom": None, "provenance": None},
+            image=image,
+            evidence={"log": {"uri": uri, "sha256": sha}, **evidence},
             started_at="2026-11-26T10:00:00Z",
             finished_at="2026-11-26T10:00:01Z",
         )
+    )
+    return build_id
+
+
+def test_an_error_record_without_image_or_sbom_verifies_its_log(store):
+    build_id = write_log_only(
+        store, b"render failed\n", status="error", image=None, sbom=None, provenance=None
     )
     report = verify_build(build_id, store, registry_client=FakeRegistry())
     assert report.ok
@@ -290,23 +306,8 @@ def test_an_error_record_without_image_or_sbom_verifies_its_log(store):
 
 
 def test_a_passing_record_without_sbom_is_caught(store):
-    build_id = new_build_id()
-    uri, sha = store.put("evidence", build_id, b"log\n")
-    store.write_record(
-        CompatibilityRecord(
-            build_id=build_id,
-            manifest_id="llm_factory",
-            platform="linux/arm64",
-            pool="arm64",
-            status="pass",
-            build_key=BUILD_KEY,
-            record_key=RECORD_KEY,
-            inputs=record_inputs(),
-            image=ImageInfo(ref=REF, digest=DIGEST),
-            evidence={"log": {"uri": uri, "sha256": sha}},
-            started_at="2026-11-26T10:00:00Z",
-            finished_at="2026-11-26T10:00:01Z",
-        )
+    build_id = write_log_only(
+        store, b"log\n", status="pass", image=ImageInfo(ref=REF, digest=DIGEST)
     )
     report = verify_build(build_id, store, registry_check=False)
     assert failed(report) == {"sbom sha256"}
