@@ -5,20 +5,22 @@ holds every cache ref of the example matrix. So a benchmark starts a temporary `
 on a free loopback port (its namespace starts empty), copies the busybox base into it byte for
 byte (same per-platform digests as the project's), points a copy of the example store at it, and
 runs `factory` with its own data dir and DAGSTER_HOME. Engines come from
-`factory.services.extra_engine`. Everything started here is stopped by PID.
+`factory.services.extra_engine`. Everything started here is stopped by PID
+(`factory.services.server_process`). Also what the benchmarks that repeat rounds share: their
+options, the rounds, and the wall time and host load around them.
 """
 
+import argparse
 import contextlib
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from factory.build.buildlog import matching_steps, run_steps
 from factory.errors import FactoryError
@@ -27,6 +29,7 @@ from factory.records.store import LocalRecordStore
 from factory.registry.client import RegistryClient
 from factory.registry.manifests import INDEX_TYPES
 from factory.registry.names import split_image
+from factory.services import server_process
 from factory.settings import DEFAULT_REGISTRY, PROJECT_ROOT
 
 EXAMPLE = PROJECT_ROOT / "control_plane" / "data"
@@ -36,20 +39,14 @@ BASE_TAG = "1.35"
 REGISTRY_START_TIMEOUT_S = 20.0
 STOP_TIMEOUT_S = 20.0
 STABLE_FRAGMENTS = ("security", "core")
-
-
-def free_port() -> int:
-    """A loopback port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+T = TypeVar("T")
 
 
 @contextlib.contextmanager
 def temp_registry(folder: Path) -> Iterator[str]:
     """Run an empty `docker-registry` under `folder`; yield its address; stop it by PID."""
     folder.mkdir(parents=True, exist_ok=True)
-    address = f"127.0.0.1:{free_port()}"
+    address = f"127.0.0.1:{server_process.free_port()}"
     config = folder / "config.yml"
     # YAML is a superset of JSON.
     config.write_text(
@@ -65,33 +62,26 @@ def temp_registry(folder: Path) -> Iterator[str]:
             }
         )
     )
-    with (folder / "registry.log").open("wb") as log:
-        proc = subprocess.Popen(
-            ["docker-registry", "serve", str(config)],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    proc = server_process.spawn(["docker-registry", "serve", config], folder / "registry.log")
     try:
         client = RegistryClient(address, timeout=2)
-        deadline = time.monotonic() + REGISTRY_START_TIMEOUT_S
-        while True:
-            try:
-                client.ping()
-                break
-            except FactoryError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
+
+        def answers() -> bool:
+            client.ping()  # a FactoryError until the registry listens
+            return True
+
+        server_process.wait_until(
+            "the temporary registry",
+            answers,
+            [proc],
+            lambda: [folder / "registry.log"],
+            timeout_s=REGISTRY_START_TIMEOUT_S,
+            poll_s=0.05,
+            retry_on=(FactoryError,),
+        )
         yield address
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        server_process.stop(proc, timeout_s=STOP_TIMEOUT_S)
 
 
 def copy_base(source: str, target: str) -> dict[str, str]:
@@ -235,3 +225,35 @@ def _count(values) -> dict[str, int]:
 
 def ratio(part: int, whole: int) -> float | None:
     return round(part / whole, 3) if whole else None
+
+
+def rounds_parser(description: str) -> argparse.ArgumentParser:
+    """The options of a benchmark that repeats rounds of parallel builds."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--parallel", type=int, default=2)
+    parser.add_argument("--repeat", type=int, default=3)
+    return parser
+
+
+def repeat_rounds(repeat: int, one_round: Callable[[], T]) -> list[T]:
+    """Each round's result, saying when each is done (a round takes minutes)."""
+    results = []
+    for i in range(repeat):
+        results.append(one_round())
+        print(f"round {i + 1}/{repeat} done", flush=True)
+    return results
+
+
+class HostClock:
+    """Wall time and the host's 1-minute load average from a benchmark's start to its summary:
+    other work on the host makes every figure slower."""
+
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+        self.load_before = os.getloadavg()[0]
+
+    def figures(self) -> dict:
+        return {
+            "total_s": round(time.monotonic() - self.started, 1),
+            "loadavg_1m_before_after": [round(self.load_before, 2), round(os.getloadavg()[0], 2)],
+        }

@@ -17,16 +17,21 @@ extra Docker Engines with empty data roots. Phases:
 Each round starts from a new registry and new engines; the figures printed last are medians.
 """
 
-import argparse
 import json
-import os
 import shutil
 import statistics
 import tempfile
-import time
 from pathlib import Path
 
-from bench.isolated import Workspace, ratio, summarize, workspace
+from bench.isolated import (
+    HostClock,
+    Workspace,
+    ratio,
+    repeat_rounds,
+    rounds_parser,
+    summarize,
+    workspace,
+)
 from factory.services.extra_engine import extra_engine
 
 LIGHT = "modules/light/0.1.0.Dockerfile"
@@ -87,23 +92,15 @@ def median_phase(rounds: list[list[dict]], index: int) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--parallel", type=int, default=2)
-    parser.add_argument("--repeat", type=int, default=3)
-    args = parser.parse_args()
-    started = time.monotonic()
-    load_before = os.getloadavg()
-    rounds = []
-    for i in range(args.repeat):
-        rounds.append(one_round(("--parallel", str(args.parallel))))
-        print(f"round {i + 1}/{args.repeat} done", flush=True)
+    args = rounds_parser(__doc__.splitlines()[0]).parse_args()
+    clock = HostClock()
+    rounds = repeat_rounds(args.repeat, lambda: one_round(("--parallel", str(args.parallel))))
     results = [median_phase(rounds, i) for i in range(len(rounds[0]))]
     cold, light, fresh = results[0], results[2], results[3]
     summary = {
         "parallel": args.parallel,
         "repeat": args.repeat,
-        "total_s": round(time.monotonic() - started, 1),
-        "loadavg_1m_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
+        **clock.figures(),
         "cold_s": cold["seconds"],
         "warm_noop_s": results[1]["seconds"],
         "light_change_s": light["seconds"],

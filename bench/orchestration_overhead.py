@@ -22,9 +22,7 @@ Each state is measured `--repeat` times (fresh engines and registries for every 
 the ratio is Dagster wall time over shell wall time, medians.
 """
 
-import argparse
 import json
-import os
 import re
 import shlex
 import shutil
@@ -35,7 +33,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.isolated import Workspace, summarize, workspace
+from bench.isolated import HostClock, Workspace, repeat_rounds, rounds_parser, summarize, workspace
 from factory.build.buildlog import run_steps
 from factory.plan.decisions import resolve_base_digests
 from factory.services.extra_engine import extra_engine
@@ -188,21 +186,18 @@ def one_round(tmp: Path, parallel: int) -> list[dict]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--parallel", type=int, default=2)
-    parser.add_argument("--repeat", type=int, default=3)
-    args = parser.parse_args()
-    started = time.monotonic()
-    load_before = os.getloadavg()
-    rows: list[dict] = []
-    for i in range(args.repeat):
+    args = rounds_parser(__doc__.splitlines()[0]).parse_args()
+    clock = HostClock()
+
+    def round_in_tmp() -> list[dict]:
         # Short: the engines' unix sockets live under it.
         tmp = Path(tempfile.mkdtemp(prefix="fx-"))
         try:
-            rows.extend(one_round(tmp, args.parallel))
+            return one_round(tmp, args.parallel)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-        print(f"round {i + 1}/{args.repeat} done", flush=True)
+
+    rows = [row for each in repeat_rounds(args.repeat, round_in_tmp) for row in each]
     summary = {"parallel": args.parallel, "repeat": args.repeat}
     print()
     for state in ("cold", "unchanged", "cached"):
@@ -251,8 +246,7 @@ def main() -> None:
         helps.append(time.monotonic() - began)
     summary["help_s"] = round(statistics.median(helps), 3)
     print(f"factory --help {summary['help_s']:.2f}s (target 0.5 s)")
-    summary["total_s"] = round(time.monotonic() - started, 1)
-    summary["loadavg_1m_before_after"] = [round(load_before[0], 2), round(os.getloadavg()[0], 2)]
+    summary.update(clock.figures())
     print(json.dumps({"summary": summary}))
 
 

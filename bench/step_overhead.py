@@ -37,7 +37,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.isolated import workspace
+from bench.isolated import HostClock, workspace
 from factory.services.extra_engine import extra_engine
 from factory.settings import PROJECT_ROOT
 from factory.store.load import load_store
@@ -228,8 +228,7 @@ def main() -> None:
     executors = tuple(e.strip() for e in args.executors.split(",") if e.strip())
     if not executors or set(executors) - set(EXECUTORS):
         parser.error(f"--executors: a comma-separated subset of {','.join(EXECUTORS)}")
-    started = time.monotonic()
-    load_before = os.getloadavg()
+    clock = HostClock()
     # Short: the engine's unix socket lives under it.
     tmp = Path(tempfile.mkdtemp(prefix="fx-"))
     old_root = tmp / "old"
@@ -279,8 +278,7 @@ def main() -> None:
         for shape in SHAPES:
             by_type = summary[f"{executor}/{shape}"]["by_type_mean"]
             print(f"{executor}/{shape}: " + ", ".join(f"{k} {v:g}" for k, v in by_type.items()))
-    summary["total_s"] = round(time.monotonic() - started, 1)
-    summary["loadavg_1m_before_after"] = [round(load_before[0], 2), round(os.getloadavg()[0], 2)]
+    summary.update(clock.figures())
     print(json.dumps({"summary": summary}))
 
 
