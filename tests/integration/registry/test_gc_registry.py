@@ -3,20 +3,15 @@
 Garbage collection is never run on the shared registry at 127.0.0.1:5000: it is serving other
 tests and builds, and collecting under a running registry can corrupt their images (see
 `factory.records.retention`). The blob test starts its own `docker-registry` on a free loopback
-port with
-its own storage, stops it to collect, restarts it to check what is left, and stops it by its PID.
+port with its own storage, stops it to collect, restarts it to check what is left, and stops it by
+its PID (factory/services/server_process.py).
 """
 
 import hashlib
-import io
 import json
 import os
 import secrets
-import signal
-import socket
 import subprocess
-import tarfile
-import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -32,14 +27,14 @@ from factory.records.model import CompatibilityRecord, EvidenceRef, ImageInfo
 from factory.records.retention import plan_gc
 from factory.records.store import LocalRecordStore
 from factory.registry.client import RegistryClient
+from factory.services import server_process
 from factory.services.embedded import docker_host
 from factory_assets.retention import retention_job
 from resources import DockerBuilder, ManifestStore, RecordStore, Registry
+from tests.integration.registry.docker_images import delete_repository, docker, import_tiny
 
 pytestmark = pytest.mark.integration
 
-DOCKER_CLI = "/usr/bin/docker"
-COMMAND_TIMEOUT_S = 120
 REGISTRY_START_TIMEOUT_S = 10.0
 
 
@@ -48,32 +43,8 @@ def docker_env(services) -> dict[str, str]:
     return {**os.environ, "DOCKER_HOST": docker_host(services)}
 
 
-def docker(env: dict[str, str], *args: str, stdin: bytes | None = None) -> str:
-    done = subprocess.run(
-        [DOCKER_CLI, *args],
-        input=stdin,
-        capture_output=True,
-        env=env,
-        timeout=COMMAND_TIMEOUT_S,
-        check=False,
-    )
-    assert done.returncode == 0, f"docker {' '.join(args)}: {done.stderr.decode()}"
-    return done.stdout.decode().strip()
-
-
-def tiny_tar(content: str) -> bytes:
-    """A one-file root filesystem: each content gives its own layer."""
-    data = content.encode()
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
-        info = tarfile.TarInfo("factory-gc-test")
-        info.size = len(data)
-        tar.addfile(info, io.BytesIO(data))
-    return buffer.getvalue()
-
-
 def push_tiny(env: dict[str, str], ref: str, content: str) -> None:
-    docker(env, "import", "-", ref, stdin=tiny_tar(content))
+    import_tiny(env, ref, content)
     try:
         docker(env, "push", ref)
     finally:
@@ -94,6 +65,22 @@ def make_record(manifest_id, registry, tag, build_key, digest, finished) -> Comp
         image=ImageInfo(ref=f"{registry}/factory/{manifest_id}:{tag}", digest=digest),
         started_at=stamp,
         finished_at=stamp,
+    )
+
+
+def new_combination(
+    registry: str, tmp_path: Path
+) -> tuple[str, str, RegistryClient, Path, LocalRecordStore]:
+    """A manifest id of this test's own, its repository, a client of `registry`, a data dir and
+    its record store."""
+    manifest_id = f"gc-test-{uuid.uuid4().hex[:8]}"
+    data_dir = tmp_path / "data"
+    return (
+        manifest_id,
+        f"factory/{manifest_id}",
+        RegistryClient(registry),
+        data_dir,
+        LocalRecordStore(data_dir),
     )
 
 
@@ -118,19 +105,8 @@ def push_history(env, client, store, manifest_id, count) -> list[tuple[str, str]
     return pushed
 
 
-def delete_repository(client: RegistryClient, repository: str) -> None:
-    for tag in client.list_tags(repository):
-        digest = client.head_digest(repository, tag)
-        if digest:
-            client.delete_manifest(repository, digest)
-
-
 def test_gc_dry_run_then_keep_two_on_the_shared_registry(services, docker_env, tmp_path):
-    manifest_id = f"gc-test-{uuid.uuid4().hex[:8]}"
-    repository = f"factory/{manifest_id}"
-    client = RegistryClient(services.registry)
-    data_dir = tmp_path / "data"
-    store = LocalRecordStore(data_dir)
+    manifest_id, repository, client, data_dir, store = new_combination(services.registry, tmp_path)
     env = {"FACTORY_DATA_DIR": str(data_dir), "FACTORY_REGISTRY": services.registry}
     runner = CliRunner()
     try:
@@ -176,12 +152,9 @@ def test_gc_dry_run_then_keep_two_on_the_shared_registry(services, docker_env, t
 
 
 def test_retention_job_applies_the_same_gc_and_tags_the_run(services, docker_env, tmp_path):
-    manifest_id = f"gc-test-{uuid.uuid4().hex[:8]}"
-    repository = f"factory/{manifest_id}"
-    client = RegistryClient(services.registry)
-    data_dir = tmp_path / "data"
+    manifest_id, repository, client, data_dir, store = new_combination(services.registry, tmp_path)
     try:
-        pushed = push_history(docker_env, client, LocalRecordStore(data_dir), manifest_id, 3)
+        pushed = push_history(docker_env, client, store, manifest_id, 3)
         with dg.instance_for_test() as instance:
             result = retention_job.execute_in_process(
                 instance=instance,
@@ -221,12 +194,6 @@ def test_collect_refuses_beside_the_running_shared_registry(services):
 # -- a private registry for blob garbage collection -----------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 class OwnRegistry:
     """A `docker-registry serve` of this test's own, configured like the one factory starts."""
 
@@ -235,7 +202,7 @@ class OwnRegistry:
         self.storage = root / "storage"
         self.config = root / "config.yml"
         self.log = root / "registry.log"
-        self.address = f"127.0.0.1:{free_port()}"
+        self.address = f"127.0.0.1:{server_process.free_port()}"
         self.proc: subprocess.Popen | None = None
         config = {
             "version": "0.1",
@@ -250,25 +217,26 @@ class OwnRegistry:
         self.config.write_text(json.dumps(config, indent=2))
 
     def start(self) -> None:
-        with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(
-                ["docker-registry", "serve", str(self.config)], stdout=log, stderr=log
-            )
+        self.proc = server_process.spawn(["docker-registry", "serve", self.config], self.log)
         client = RegistryClient(self.address, timeout=1.0)
-        deadline = time.monotonic() + REGISTRY_START_TIMEOUT_S
-        while True:
-            try:
-                client.ping()
-                return
-            except ServiceError:
-                assert self.proc.poll() is None, self.log.read_text()
-                assert time.monotonic() < deadline, self.log.read_text()
-                time.sleep(0.05)
+
+        def answers() -> bool:
+            client.ping()  # a ServiceError until the registry listens
+            return True
+
+        server_process.wait_until(
+            "the test's registry",
+            answers,
+            [self.proc],
+            lambda: [self.log],
+            timeout_s=REGISTRY_START_TIMEOUT_S,
+            poll_s=0.05,
+            retry_on=(ServiceError,),
+        )
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
-            self.proc.wait(timeout=20)
+        if self.proc is not None:
+            server_process.stop(self.proc, timeout_s=20)
         self.proc = None
 
     def blob_file(self, digest: str) -> Path:
@@ -295,11 +263,8 @@ def blobs_of(client: RegistryClient, repository: str, tag: str) -> list[str]:
 
 
 def test_gc_frees_blobs_only_with_the_registry_stopped(own_registry, docker_env, tmp_path):
-    manifest_id = f"gc-test-{uuid.uuid4().hex[:8]}"
-    repository = f"factory/{manifest_id}"
-    client = RegistryClient(own_registry.address)
-    data_dir = tmp_path / "data"
-    store = LocalRecordStore(data_dir)
+    address = own_registry.address
+    manifest_id, repository, client, data_dir, store = new_combination(address, tmp_path)
     pushed = push_history(docker_env, client, store, manifest_id, 3)
     blobs = {tag: blobs_of(client, repository, tag) for tag, _ in pushed}
     doomed = [b for tag, _ in pushed[:2] for b in blobs[tag]]

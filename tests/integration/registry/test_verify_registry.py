@@ -7,9 +7,7 @@ record in a tmp LocalRecordStore, and never reads or writes `.factory/records`.
 
 import os
 import subprocess
-import tarfile
 import uuid
-from pathlib import Path
 
 import pytest
 
@@ -20,6 +18,7 @@ from factory.registry.names import split_reference
 from factory.services.embedded import DOCKER_CLI, docker_host
 from factory.store.keys import image_ref
 from factory.supply_chain.verify import verify_build
+from tests.integration.registry.docker_images import delete_repository, docker, import_tiny
 from tests.unit.supply_chain.test_verify import write_build
 
 pytestmark = pytest.mark.integration
@@ -27,31 +26,13 @@ pytestmark = pytest.mark.integration
 TIMEOUT_S = 120
 
 
-def docker(env: dict, *args: str) -> str:
-    done = subprocess.run(
-        [DOCKER_CLI, *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT_S,
-        check=False,
-    )
-    assert done.returncode == 0, f"docker {' '.join(args)} failed:\n{done.stdout}{done.stderr}"
-    return done.stdout
-
-
-def push_tiny_image(env: dict, ref: str, content: str, folder: Path, image_ids: list) -> str:
+def push_tiny_image(env: dict, ref: str, content: str, image_ids: list) -> str:
     """Import a one-file image, push it to `ref`; return the digest the registry reported.
 
     The local image id goes into `image_ids`, so the teardown can remove images that a later
     push left untagged.
     """
-    payload = folder / "hello.txt"
-    payload.write_text(content)
-    tarball = folder / f"{uuid.uuid4().hex}.tar"
-    with tarfile.open(tarball, "w") as archive:
-        archive.add(payload, arcname="hello.txt")
-    image_ids.append(docker(env, "import", str(tarball), ref).strip())
+    image_ids.append(import_tiny(env, ref, content))
     docker(env, "push", ref)
     repo_digests = docker(
         env, "image", "inspect", "--format", "{{range .RepoDigests}}{{println .}}{{end}}", ref
@@ -74,11 +55,7 @@ def pushed(services, tmp_path):
     image_ids: list[str] = []
     yield env, manifest_id, build_key, ref, image_ids
     address, repository, _ = split_reference(ref)
-    client = RegistryClient(address)
-    for tag in client.list_tags(repository):
-        digest = client.head_digest(repository, tag)
-        if digest:
-            client.delete_manifest(repository, digest)
+    delete_repository(RegistryClient(address), repository)
     subprocess.run(
         [DOCKER_CLI, "image", "rm", "--force", *image_ids],
         env=env,
@@ -106,7 +83,7 @@ def write_record(
 
 def test_verify_passes_then_catches_a_tag_pushed_over(pushed, tmp_path):
     env, manifest_id, build_key, ref, image_ids = pushed
-    digest = push_tiny_image(env, ref, "first image\n", tmp_path, image_ids)
+    digest = push_tiny_image(env, ref, "first image\n", image_ids)
     store = LocalRecordStore(tmp_path / "stores")
     build_id = write_record(
         store, manifest_id=manifest_id, build_key=build_key, ref=ref, digest=digest
@@ -118,7 +95,7 @@ def test_verify_passes_then_catches_a_tag_pushed_over(pushed, tmp_path):
     assert not registry.skipped
     assert digest in registry.detail
 
-    other = push_tiny_image(env, ref, "a different image under the same tag\n", tmp_path, image_ids)
+    other = push_tiny_image(env, ref, "a different image under the same tag\n", image_ids)
     assert other != digest
     report = verify_build(build_id, store)
     assert not report.ok

@@ -65,12 +65,19 @@ def test_everything_recorded_is_up_to_date(recorded):
     assert not any(i.rebuild for i in items)
 
 
-def test_fragment_change_hits_exactly_the_manifests_using_it(recorded):
+def plan_after_change(recorded, rel: str, text: str) -> dict:
+    """The plan by combination once the store file `rel` says `text`, against the records."""
     tmp_path, records = recorded
     path = write_store(tmp_path)
-    (path.parent / "modules/light/0.1.0.Dockerfile").write_text("ENV FACTORY_PROFILE=light2\n")
-    items = by_combo(
+    (path.parent / rel).write_text(text)
+    return by_combo(
         plan(load_store(path), DIGESTS, RecordIndex.from_records(records), gpu_available=False)
+    )
+
+
+def test_fragment_change_hits_exactly_the_manifests_using_it(recorded):
+    items = plan_after_change(
+        recorded, "modules/light/0.1.0.Dockerfile", "ENV FACTORY_PROFILE=light2\n"
     )
     for platform in ("linux/amd64", "linux/arm64"):
         item = items[("llm_factory", platform)]
@@ -79,12 +86,7 @@ def test_fragment_change_hits_exactly_the_manifests_using_it(recorded):
 
 
 def test_test_suite_change_retests_without_rebuild(recorded):
-    tmp_path, records = recorded
-    path = write_store(tmp_path)
-    (path.parent / "tests/http.sh").write_text("#!/bin/sh\necho changed\n")
-    items = by_combo(
-        plan(load_store(path), DIGESTS, RecordIndex.from_records(records), gpu_available=False)
-    )
+    items = plan_after_change(recorded, "tests/http.sh", "#!/bin/sh\necho changed\n")
     web = items[("web", "linux/amd64")]
     assert (web.action, web.rebuild, web.reasons) == ("run", False, ["tests_changed"])
     assert items[("llm_factory", "linux/amd64")].action == "skip"

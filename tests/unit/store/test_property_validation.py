@@ -357,19 +357,26 @@ def _snapshot(folder: Path) -> dict[str, tuple[int, int]]:
     }
 
 
+def load_or_error(path: Path):
+    """(the loaded store, None), or (None, the StoreError) whose problems, at least one, are all
+    in the store file."""
+    try:
+        return load_store(path), None
+    except StoreError as exc:
+        error = exc
+    assert error.problems, "a StoreError must list at least one problem"
+    for problem in error.problems:
+        assert problem.file == str(path), problem
+    return None, error
+
+
 def outcome(path: Path, *, gpu_available: bool = False) -> str:
     """Run validation and planning; assert the contract; return "plan" or "error"."""
     before = _snapshot(path.parent)
-    error: StoreError | None = None
-    try:
-        store = load_store(path)
-    except StoreError as exc:
-        error = exc
+    store, error = load_or_error(path)
     if error is not None:
-        assert error.problems, "a StoreError must list at least one problem"
         for problem in error.problems:
             assert isinstance(problem, Problem)
-            assert problem.file == str(path), problem
             assert problem.message.strip(), problem
             assert "\n" not in problem.location, problem
         assert str(path) in str(error)
@@ -581,16 +588,10 @@ def text_outcome(template: str, fragment: str) -> str:
         (path.parent / TEMPLATE_FILE).write_text(template, encoding="utf-8", newline="")
         (path.parent / FRAGMENT_FILE).write_text(fragment, encoding="utf-8", newline="")
         before = _snapshot(path.parent)
-        error: StoreError | None = None
-        try:
-            store = load_store(path)
-        except StoreError as exc:
-            error = exc
+        store, error = load_or_error(path)
         assert _snapshot(path.parent) == before
         if error is not None:
-            assert error.problems
             for problem in error.problems:
-                assert problem.file == str(path), problem
                 assert "\n" not in problem.message and "\n" not in problem.location, problem
             assert "Traceback" not in str(error)
             return "error"

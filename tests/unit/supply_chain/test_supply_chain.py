@@ -22,33 +22,31 @@ def test_without_a_key_builds_are_unsigned_and_say_so_once(monkeypatch, caplog):
     assert "attestations are unsigned" in caplog.records[0].getMessage()
 
 
-def test_a_registry_that_does_not_answer_is_the_records_error(tmp_path, monkeypatch):
-    private, _, key_id = generate_key_pair(tmp_path / "k")
-    monkeypatch.setenv("FACTORY_SIGNING_KEY", str(private))
-    records = LocalRecordStore(tmp_path / "data")
-    records.put("sbom", "b1", json.dumps({"metadata": {}}).encode())
-    # Nothing listens on port 9 of the loopback: the connection is refused.
-    attestations, quarantine = seal_image(
-        status="pass",
+def seal_unreachable(status: str, records: LocalRecordStore):
+    """`seal_image` of build b1 for an image in a registry that refuses the connection (nothing
+    listens on port 9 of the loopback)."""
+    return seal_image(
+        status=status,
         build_id="b1",
         image_ref="127.0.0.1:9/factory/m:linux_amd64-0123456789ab",
         image_digest="sha256:" + "a" * 64,
         from_quarantine=False,
         records=records,
     )
+
+
+def test_a_registry_that_does_not_answer_is_the_records_error(tmp_path, monkeypatch):
+    private, _, key_id = generate_key_pair(tmp_path / "k")
+    monkeypatch.setenv("FACTORY_SIGNING_KEY", str(private))
+    records = LocalRecordStore(tmp_path / "data")
+    records.put("sbom", "b1", json.dumps({"metadata": {}}).encode())
+    attestations, quarantine = seal_unreachable("pass", records)
     assert quarantine is None
     assert attestations.signed and attestations.key_id == key_id and attestations.items == []
     assert "registry 127.0.0.1:9 does not answer" in attestations.error
 
 
 def test_a_failing_image_that_cannot_be_quarantined_says_why(tmp_path):
-    _, quarantine = seal_image(
-        status="fail",
-        build_id="b1",
-        image_ref="127.0.0.1:9/factory/m:linux_amd64-0123456789ab",
-        image_digest="sha256:" + "a" * 64,
-        from_quarantine=False,
-        records=LocalRecordStore(tmp_path / "data"),
-    )
+    _, quarantine = seal_unreachable("fail", LocalRecordStore(tmp_path / "data"))
     assert quarantine.ref is None and "quarantining" in quarantine.error
     assert "does not answer" in quarantine.error
