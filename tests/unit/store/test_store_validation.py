@@ -19,6 +19,7 @@ from factory.errors import Problem, StoreError
 from factory.platforms import BY_NAME, BY_SLUG
 from factory.store.load import MAX_STORE_BYTES, LoadedStore, load_store
 from factory.store.named_files import MAX_FILE_BYTES, StoreFile
+from tests.unit.store.test_manifest_models import BAD_IDS
 from tests.unit.store_factory import FILES, valid_store_dict, write_store
 
 ID_RULE = "is not a valid id (lowercase letters, digits, '_' and '-', 1 to 63 characters"
@@ -576,21 +577,7 @@ def test_gpu_platform_needs_an_amd64_base(tmp_path):
 
 # --- ids --------------------------------------------------------------------------------------
 
-BAD_IDS = [
-    "Upper",
-    "a" * 64,
-    "-lead",
-    "_lead",
-    "../x",
-    "a b",
-    "x;rm",
-    "a/b",
-    "a\nb",
-    "abc\n",
-    "$(id)",
-    "caf\u00e9",
-    "",
-]
+# BAD_IDS (test_manifest_models.py): the ids the models refuse, refused where a store names them.
 
 
 @pytest.mark.parametrize(
