@@ -62,26 +62,36 @@ def temp_registry(folder: Path) -> Iterator[str]:
             }
         )
     )
-    proc = server_process.spawn(["docker-registry", "serve", config], folder / "registry.log")
+    proc = serve_registry(config, address, folder / "registry.log", REGISTRY_START_TIMEOUT_S)
     try:
-        client = RegistryClient(address, timeout=2)
-
-        def answers() -> bool:
-            client.ping()  # a FactoryError until the registry listens
-            return True
-
-        server_process.wait_until(
-            "the temporary registry",
-            answers,
-            [proc],
-            lambda: [folder / "registry.log"],
-            timeout_s=REGISTRY_START_TIMEOUT_S,
-            poll_s=0.05,
-            retry_on=(FactoryError,),
-        )
         yield address
     finally:
         server_process.stop(proc, timeout_s=STOP_TIMEOUT_S)
+
+
+def serve_registry(config: Path, address: str, log: Path, timeout_s: float):
+    """`docker-registry serve config` (listening on `address`), once it answers; its process."""
+    proc = server_process.spawn(["docker-registry", "serve", config], log)
+    client = RegistryClient(address, timeout=2)
+
+    def answers() -> bool:
+        client.ping()  # a FactoryError until the registry listens
+        return True
+
+    try:
+        server_process.wait_until(
+            f"the registry at {address}",
+            answers,
+            [proc],
+            lambda: [log],
+            timeout_s=timeout_s,
+            poll_s=0.05,
+            retry_on=(FactoryError,),
+        )
+    except BaseException:
+        server_process.stop(proc)
+        raise
+    return proc
 
 
 def copy_base(source: str, target: str) -> dict[str, str]:

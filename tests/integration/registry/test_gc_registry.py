@@ -20,8 +20,8 @@ import dagster as dg
 import pytest
 from click.testing import CliRunner
 
+from bench.isolated import serve_registry
 from factory.cli.gc import gc_command
-from factory.errors import ServiceError
 from factory.records.gc_apply import apply_gc, collect_garbage, local_registry_config
 from factory.records.model import CompatibilityRecord, EvidenceRef, ImageInfo
 from factory.records.retention import plan_gc
@@ -217,22 +217,7 @@ class OwnRegistry:
         self.config.write_text(json.dumps(config, indent=2))
 
     def start(self) -> None:
-        self.proc = server_process.spawn(["docker-registry", "serve", self.config], self.log)
-        client = RegistryClient(self.address, timeout=1.0)
-
-        def answers() -> bool:
-            client.ping()  # a ServiceError until the registry listens
-            return True
-
-        server_process.wait_until(
-            "the test's registry",
-            answers,
-            [self.proc],
-            lambda: [self.log],
-            timeout_s=REGISTRY_START_TIMEOUT_S,
-            poll_s=0.05,
-            retry_on=(ServiceError,),
-        )
+        self.proc = serve_registry(self.config, self.address, self.log, REGISTRY_START_TIMEOUT_S)
 
     def stop(self) -> None:
         if self.proc is not None:
