@@ -316,14 +316,14 @@ def make_sbom(state: BuildState, services: Services) -> BuildState:
     )
     assert state.image is not None
     try:
-        bom, seconds = sbom_module.image_sbom(
-            services.engine.client,
-            state.image_ref,
+        subject = sbom_module.SbomSubject(
+            image_ref=state.image_ref,
             image_digest=state.image["digest"],
             platform=state.platform,
             manifest_id=state.manifest_id,
             build_id=state.build_id,
         )
+        bom, seconds = sbom_module.image_sbom(services.engine.client, subject)
         uri, sha = services.records.put_json("sbom", state.build_id, bom)
     except (StageError, ServiceError) as exc:
         raise StateError(state, as_stage_error(exc, "sbom")) from exc

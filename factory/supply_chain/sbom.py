@@ -14,6 +14,7 @@ import time
 import tomllib
 import uuid
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata as importlib_metadata
 from typing import Any
@@ -35,6 +36,7 @@ __all__ = [
     "KINDS",
     "SPEC_VERSION",
     "Package",
+    "SbomSubject",
     "build_sbom",
     "image_repository",
     "image_sbom",
@@ -51,26 +53,39 @@ _DIGEST = re.compile(r"^[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+$")
 _SERIAL_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "urn:factory:sbom")
 
 
+@dataclass(frozen=True)
+class SbomSubject:
+    """The image a BOM describes and the build that made it: the BOM's `metadata.component`.
+
+    Checked when made: a bad subject is a caller's bug, refused before an image is read.
+    """
+
+    image_ref: str
+    image_digest: str
+    platform: str
+    manifest_id: str
+    build_id: str
+
+    def __post_init__(self) -> None:
+        lookup_platform(self.platform)  # raises ValueError naming the known platforms
+        if not _DIGEST.match(self.image_digest):
+            msg = f"image digest {self.image_digest!r} of {self.image_ref} is not `algorithm:hex`"
+            raise ValueError(msg)
+
+
 def build_sbom(
-    packages: Iterable[Package],
-    *,
-    image_ref: str,
-    image_digest: str,
-    platform: str,
-    manifest_id: str,
-    build_id: str,
-    timestamp: datetime | None = None,
+    packages: Iterable[Package], subject: SbomSubject, *, timestamp: datetime | None = None
 ) -> dict[str, Any]:
     """The CycloneDX BOM (as parsed JSON) of one image and the packages found in it.
 
     Same inputs and timestamp give the same document: the serial number is derived from the
     build id and every bom-ref is a purl, so two BOMs of one image can be diffed.
     """
-    _check_subject(image_ref, image_digest, platform, timestamp)
-    image = _image_component(image_ref, image_digest, platform, manifest_id, build_id)
+    _check_timestamp(timestamp)
+    image = _image_component(subject)
     components = [_package_component(p) for p in unique_packages(packages)]
     bom = Bom(
-        serial_number=uuid.uuid5(_SERIAL_NAMESPACE, build_id),
+        serial_number=uuid.uuid5(_SERIAL_NAMESPACE, subject.build_id),
         metadata=BomMetaData(
             component=image,
             tools=[],
@@ -83,40 +98,35 @@ def build_sbom(
     return json.loads(JSON_OUTPUTTERS[SPEC_VERSION](bom).output_as_string())
 
 
-def _check_subject(
-    image_ref: str, image_digest: str, platform: str, timestamp: datetime | None
-) -> None:
-    """Bad arguments are a caller's bug: refused before an image is read, not after."""
-    lookup_platform(platform)  # raises ValueError naming the known platforms
-    if not _DIGEST.match(image_digest):
-        msg = f"image digest {image_digest!r} of {image_ref} is not `algorithm:hex`"
-        raise ValueError(msg)
+def _check_timestamp(timestamp: datetime | None) -> None:
+    """A naive timestamp is a caller's bug: refused before an image is read, not after."""
     if timestamp is not None and timestamp.tzinfo is None:
         msg = "the SBOM timestamp must be timezone-aware (UTC)"
         raise ValueError(msg)
 
 
-def _image_component(
-    image_ref: str, image_digest: str, platform: str, manifest_id: str, build_id: str
-) -> Component:
+def _image_component(subject: SbomSubject) -> Component:
     """The image as the BOM's subject: named by repository, versioned by digest."""
-    repository = image_repository(image_ref)
+    repository = image_repository(subject.image_ref)
     purl = PackageURL(
         type="oci",
         name=repository.rsplit("/", 1)[-1].lower(),
-        version=image_digest,
-        qualifiers={"repository_url": repository, "arch": lookup_platform(platform).arch},
+        version=subject.image_digest,
+        qualifiers={
+            "repository_url": repository,
+            "arch": lookup_platform(subject.platform).arch,
+        },
     )
     properties = {
-        "factory:image_ref": image_ref,
-        "factory:platform": platform,
-        "factory:manifest_id": manifest_id,
-        "factory:build_id": build_id,
+        "factory:image_ref": subject.image_ref,
+        "factory:platform": subject.platform,
+        "factory:manifest_id": subject.manifest_id,
+        "factory:build_id": subject.build_id,
     }
     return Component(
         type=ComponentType.CONTAINER,
         name=repository,
-        version=image_digest,
+        version=subject.image_digest,
         purl=purl,
         bom_ref=purl.to_string(),
         properties=[Property(name=k, value=v) for k, v in properties.items()],
@@ -178,14 +188,7 @@ def validate_sbom(bom: dict[str, Any]) -> None:
 
 
 def image_sbom(
-    docker_client: Any,
-    image_ref: str,
-    *,
-    image_digest: str,
-    platform: str,
-    manifest_id: str,
-    build_id: str,
-    timestamp: datetime | None = None,
+    docker_client: Any, subject: SbomSubject, *, timestamp: datetime | None = None
 ) -> tuple[dict[str, Any], float]:
     """The SBOM of a local image and the seconds it took.
 
@@ -194,16 +197,8 @@ def image_sbom(
     removed whatever happens. Engine and stream failures raise StageError(stage="sbom");
     bad arguments raise ValueError before the engine is asked anything.
     """
-    _check_subject(image_ref, image_digest, platform, timestamp)
+    _check_timestamp(timestamp)
     started = time.perf_counter()
-    packages = exported_packages(docker_client, image_ref, platform)
-    bom = build_sbom(
-        packages,
-        image_ref=image_ref,
-        image_digest=image_digest,
-        platform=platform,
-        manifest_id=manifest_id,
-        build_id=build_id,
-        timestamp=timestamp,
-    )
+    packages = exported_packages(docker_client, subject.image_ref, subject.platform)
+    bom = build_sbom(packages, subject, timestamp=timestamp)
     return bom, time.perf_counter() - started

@@ -9,7 +9,7 @@ from factory.supply_chain.attestation import SBOM_PREDICATE, statement
 from factory.supply_chain.attestation_verify import _check_statement
 from factory.supply_chain.provenance import build_provenance
 from factory.supply_chain.referrers import fallback_tag, parse_referrers
-from factory.supply_chain.sbom import build_sbom
+from factory.supply_chain.sbom import SbomSubject, build_sbom
 from tests.unit.supply_chain.test_provenance import record_inputs
 
 DIGEST = "sha256:" + "ab" * 32
@@ -59,14 +59,10 @@ def test_hostile_referrers_lists_name_the_field(body, field):
 
 
 def sbom_statement(digest=DIGEST) -> bytes:
-    bom = build_sbom(
-        [],
-        image_ref=REF,
-        image_digest=digest,
-        platform="linux/amd64",
-        manifest_id="m",
-        build_id="b1",
+    subject = SbomSubject(
+        image_ref=REF, image_digest=digest, platform="linux/amd64", manifest_id="m", build_id="b1"
     )
+    bom = build_sbom([], subject)
     return json.dumps(statement("sbom", REF, DIGEST, bom)).encode()
 
 

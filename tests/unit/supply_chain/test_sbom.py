@@ -25,6 +25,7 @@ from factory.errors import StageError
 from factory.supply_chain.sbom import (
     SPEC_VERSION,
     Package,
+    SbomSubject,
     build_sbom,
     image_repository,
     image_sbom,
@@ -37,13 +38,13 @@ MiB = 1 << 20
 DIGEST = "sha256:" + "ab" * 32
 IMAGE_REF = "127.0.0.1:5000/factory/llm_factory:linux_amd64-0123456789ab"
 WHEN = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
-BOM_ARGS = {
-    "image_ref": IMAGE_REF,
-    "image_digest": DIGEST,
-    "platform": "linux/amd64",
-    "manifest_id": "llm_factory",
-    "build_id": "6f1c1f5e-6a55-4a3c-9d7e-0c2f8f5f4b11",
-}
+SUBJECT = SbomSubject(
+    image_ref=IMAGE_REF,
+    image_digest=DIGEST,
+    platform="linux/amd64",
+    manifest_id="llm_factory",
+    build_id="6f1c1f5e-6a55-4a3c-9d7e-0c2f8f5f4b11",
+)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -439,7 +440,7 @@ def test_unique_packages_ignores_input_order():
 
 @pytest.fixture(scope="module")
 def bom() -> dict:
-    return build_sbom(DEBIAN_PACKAGES, **BOM_ARGS, timestamp=WHEN)
+    return build_sbom(DEBIAN_PACKAGES, SUBJECT, timestamp=WHEN)
 
 
 def test_bom_is_valid_cyclonedx(bom):
@@ -463,7 +464,7 @@ def test_bom_describes_the_image(bom):
         "factory:image_ref": IMAGE_REF,
         "factory:platform": "linux/amd64",
         "factory:manifest_id": "llm_factory",
-        "factory:build_id": BOM_ARGS["build_id"],
+        "factory:build_id": SUBJECT.build_id,
     }
 
 
@@ -488,7 +489,7 @@ def test_bom_names_factory_as_tool_and_derives_the_serial_from_the_build(bom):
     assert [t["name"] for t in bom["metadata"]["tools"]["components"]] == ["factory"]
     serial = uuid.UUID(bom["serialNumber"].removeprefix("urn:uuid:"))
     assert bom["serialNumber"] == serial.urn
-    other = build_sbom(DEBIAN_PACKAGES, **{**BOM_ARGS, "build_id": "another"}, timestamp=WHEN)
+    other = build_sbom(DEBIAN_PACKAGES, replace(SUBJECT, build_id="another"), timestamp=WHEN)
     assert other["serialNumber"] != bom["serialNumber"]
     assert datetime.fromisoformat(bom["metadata"]["timestamp"]) == WHEN
 
@@ -501,20 +502,20 @@ def test_bom_names_factory_as_tool_and_derives_the_serial_from_the_build(bom):
     ],
 )
 def test_bom_is_byte_identical_for_the_same_build(bom, packages):
-    again = build_sbom(packages, **BOM_ARGS, timestamp=WHEN)
+    again = build_sbom(packages, SUBJECT, timestamp=WHEN)
     assert json.dumps(again) == json.dumps(bom)
 
 
 def test_bom_without_timestamp_differs_only_in_timestamp(bom):
     before = datetime.now(UTC) - timedelta(seconds=1)
-    now_bom = build_sbom(DEBIAN_PACKAGES, **BOM_ARGS)
+    now_bom = build_sbom(DEBIAN_PACKAGES, SUBJECT)
     assert datetime.fromisoformat(now_bom["metadata"]["timestamp"]) >= before
     now_bom["metadata"]["timestamp"] = bom["metadata"]["timestamp"]
     assert json.dumps(now_bom) == json.dumps(bom)
 
 
 def test_bom_of_an_image_without_packages_is_valid():
-    empty = build_sbom([], **{**BOM_ARGS, "platform": "linux/arm64"}, timestamp=WHEN)
+    empty = build_sbom([], replace(SUBJECT, platform="linux/arm64"), timestamp=WHEN)
     validate_sbom(empty)
     assert "components" not in empty or empty["components"] == []
     assert "arch=arm64" in empty["metadata"]["component"]["purl"]
@@ -525,7 +526,7 @@ def test_bom_of_an_image_without_packages_is_valid():
     [("linux/amd64", "amd64"), ("linux/arm64", "arm64"), ("linux/amd64+gpu", "amd64")],
 )
 def test_image_purl_arch_follows_the_platform_table(platform, arch):
-    made = build_sbom([], **{**BOM_ARGS, "platform": platform}, timestamp=WHEN)
+    made = build_sbom([], replace(SUBJECT, platform=platform), timestamp=WHEN)
     assert PackageURL.from_string(made["metadata"]["component"]["purl"]).qualifiers["arch"] == arch
 
 
@@ -544,16 +545,16 @@ def test_image_repository(image_ref, repository):
 
 
 @pytest.mark.parametrize(
-    ("changes", "message"),
+    ("changes", "timestamp", "message"),
     [
-        ({"image_digest": "latest"}, "not `algorithm:hex`"),
-        ({"platform": "linux/s390x"}, "unknown platform"),
-        ({"timestamp": datetime(2025, 1, 1)}, "timezone-aware"),
+        ({"image_digest": "latest"}, WHEN, "not `algorithm:hex`"),
+        ({"platform": "linux/s390x"}, WHEN, "unknown platform"),
+        ({}, datetime(2025, 1, 1), "timezone-aware"),
     ],
 )
-def test_build_sbom_rejects_bad_input(changes, message):
+def test_build_sbom_rejects_bad_input(changes, timestamp, message):
     with pytest.raises(ValueError, match=message):
-        build_sbom([], **{**BOM_ARGS, "timestamp": WHEN, **changes})
+        build_sbom([], replace(SUBJECT, **changes), timestamp=timestamp)
 
 
 @pytest.mark.parametrize(
@@ -630,8 +631,7 @@ def client_for(container=None, create_error=None) -> FakeDockerClient:
 
 
 def sbom_of(client, platform="linux/amd64+gpu"):
-    kwargs = {**BOM_ARGS, "platform": platform, "timestamp": WHEN}
-    return image_sbom(client, kwargs.pop("image_ref"), **kwargs)
+    return image_sbom(client, replace(SUBJECT, platform=platform), timestamp=WHEN)
 
 
 def test_image_sbom_scans_a_created_container_and_removes_it():
@@ -642,7 +642,7 @@ def test_image_sbom_scans_a_created_container_and_removes_it():
     validate_sbom(made)
     assert {c["purl"] for c in made["components"]} == {p.purl for p in ALPINE_PACKAGES}
     assert made == build_sbom(
-        ALPINE_PACKAGES, **{**BOM_ARGS, "platform": "linux/amd64+gpu"}, timestamp=WHEN
+        ALPINE_PACKAGES, replace(SUBJECT, platform="linux/amd64+gpu"), timestamp=WHEN
     )
     assert seconds >= 0
     [(image, kwargs)] = client.containers.created
@@ -709,9 +709,8 @@ def test_image_sbom_reports_a_container_left_behind():
 
 def test_image_sbom_refuses_bad_arguments_before_touching_the_engine():
     client = client_for(FakeContainer([]))
-    kwargs = {**BOM_ARGS, "image_digest": "latest"}
-    with pytest.raises(ValueError, match="not `algorithm:hex`"):
-        image_sbom(client, kwargs.pop("image_ref"), **kwargs)
+    with pytest.raises(ValueError, match="timezone-aware"):
+        image_sbom(client, SUBJECT, timestamp=datetime(2025, 1, 1))
     assert client.containers.created == []
 
 

@@ -15,7 +15,7 @@ from factory.records.model import CompatibilityRecord, ImageInfo, new_build_id
 from factory.records.store import LocalRecordStore
 from factory.store.keys import image_ref
 from factory.supply_chain.provenance import build_provenance
-from factory.supply_chain.sbom import build_sbom
+from factory.supply_chain.sbom import SbomSubject, build_sbom
 from factory.supply_chain.verify import UnknownBuildError, verify_build
 from tests.unit.supply_chain.test_provenance import record_inputs
 
@@ -67,14 +67,14 @@ def write_build(
     """
     build_id = new_build_id()
     log_uri, log_sha = store.put("evidence", build_id, b"factory build\n===== build =====\nok\n")
-    bom = build_sbom(
-        [],
+    subject = SbomSubject(
         image_ref=ref,
         image_digest=sbom_digest,
         platform=platform,
         manifest_id=manifest_id,
         build_id=build_id,
     )
+    bom = build_sbom([], subject)
     sbom_uri, sbom_sha = store.put_json("sbom", build_id, bom)
     evidence = {
         "log": {"uri": log_uri, "sha256": log_sha},
