@@ -102,7 +102,7 @@ def compatibility_matrix(
             **queue_metadata(
                 status_report(
                     context.instance,
-                    opened.index.summaries(finished_after=finished_after(DEFAULT_WINDOW)),
+                    opened.index.figures(finished_after=finished_after(DEFAULT_WINDOW)),
                     Path(record_store.data_dir),
                 )
             ),

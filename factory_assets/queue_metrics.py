@@ -19,7 +19,8 @@ from pathlib import Path
 import dagster as dg
 
 from factory.platforms import BY_NAME, PLATFORMS
-from factory.records.model import CompatibilityRecord
+from factory.records.dlq import letter_keys
+from factory.records.model import CompatibilityRecord, RecordFigures
 from factory.records.store import LocalRecordStore, parse_object, warn
 from factory.report.metrics import DEFAULT_WINDOW, build_metrics, build_report
 from factory_assets.run_pool import POOL_TAG, untagged_runs
@@ -68,13 +69,14 @@ def pools(instance: dg.DagsterInstance) -> list[str]:
 
 
 def dead_letters_by_pool(data_dir: Path) -> Counter[str]:
-    """Count `<data_dir>/dlq/*.json` per pool, from each letter's `pool` or `platform` field.
+    """Count the dead letters under `<data_dir>/dlq` per pool, from each letter's `pool` or
+    `platform` field. Requeue markers (`<key>.requeued.json`) are not letters and do not count.
 
     A letter that names neither, or cannot be read, still counts, under `unknown`: a dead letter
     is work that needs a person, so it must never disappear from the total.
     """
     store = LocalRecordStore(data_dir)
-    return Counter(_letter_pool(store, build_id) for build_id in store.list_ids("dlq"))
+    return Counter(_letter_pool(store, key) for key in letter_keys(store))
 
 
 def _letter_pool(store: LocalRecordStore, build_id: str) -> str:
@@ -184,13 +186,14 @@ def pool_queue(
 
 def status_report(
     instance: dg.DagsterInstance,
-    records: Iterable[CompatibilityRecord],
+    records: Iterable[CompatibilityRecord | RecordFigures],
     data_dir: Path,
     *,
     now: datetime | None = None,
     window: timedelta | None = DEFAULT_WINDOW,
 ) -> dict:
-    """Queues per pool (from the instance) and build aggregates (from the records), JSON-ready."""
+    """Queues per pool (from the instance) and build aggregates (from the records or their
+    figures), JSON-ready."""
     now = now or datetime.now(UTC)
     letters = dead_letters_by_pool(Path(data_dir))
     names = sorted(set(pools(instance)) | set(letters))

@@ -57,7 +57,7 @@ def status_command(as_json: bool, window_hours: float) -> None:
         with dg.DagsterInstance.get() as instance:
             report = status_report(
                 instance,
-                open_record_store(settings).index.summaries(
+                open_record_store(settings).index.figures(
                     finished_after=finished_after(timedelta(hours=window_hours))
                 ),
                 settings.data_dir,

@@ -12,15 +12,22 @@ it. The SQL is SQLAlchemy Core, the same for both (factory/records/index_schema.
 factory/records/index_db.py).
 """
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from pydantic import ValidationError
 
-from factory.records.index_schema import COPIED, LightRecord, chunks, default_url, light_record
+from factory.records.index_schema import (
+    COPIED,
+    LightRecord,
+    chunks,
+    default_url,
+    figures_row,
+    light_record,
+)
 from factory.records.index_upkeep import IndexUpkeep
-from factory.records.model import CompatibilityRecord
+from factory.records.model import CompatibilityRecord, RecordFigures
 from factory.records.store import RecordStore, warn
 
 
@@ -36,13 +43,13 @@ def finished_after(window: timedelta) -> str | None:
     return (now - window - timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def _lights(rows) -> list[LightRecord]:
-    """Light records of the rows; a row whose columns are not what the index wrote is skipped
-    with a warning (the index file is a cache anyone could have changed)."""
+def _readable(rows, make: Callable) -> list:
+    """make(row) for each row; a row whose columns are not what the index wrote is skipped with
+    a warning (the index file is a cache anyone could have changed)."""
     out = []
     for row in rows:
         try:
-            out.append(light_record(row))
+            out.append(make(row))
         except (TypeError, ValueError, KeyError, IndexError):
             warn(
                 f"warning: records index row {row.build_id} is not a record; "
@@ -177,6 +184,20 @@ class RecordsIndex(IndexUpkeep):
         rows = self._rows([r.c.build_id, r.c.record_json], conditions, newest_per_combination)
         return self._parse((row.build_id, row.record_json) for row in rows)
 
+    def figures(self, *, finished_after: str | None = None) -> list[RecordFigures]:
+        """The build figures of the records that finished at or after `finished_after` (all when
+        None), in no particular order: what `factory status` and the matrix's metadata
+        aggregate. One range scan of a covering index; no record JSON is read."""
+        import sqlalchemy as sa
+
+        self.ensure_current()
+        r = self._records
+        query = sa.select(*(r.c[name] for name in RecordFigures.__dataclass_fields__))
+        if finished_after is not None:
+            query = query.where(r.c.finished_at >= finished_after)
+        rows = self._sql("read build figures", lambda conn: conn.execute(query).all())
+        return _readable(rows, figures_row)
+
     def summaries(
         self,
         *,
@@ -202,7 +223,7 @@ class RecordsIndex(IndexUpkeep):
         if quarantined is not None:
             conditions.append(r.c.quarantined == int(quarantined))
         rows = self._rows(self._light_columns(), conditions, None)
-        return _lights(rows)
+        return _readable(rows, light_record)
 
     def _light_columns(self) -> list:
         """The columns `light_record` reads."""
@@ -219,7 +240,7 @@ class RecordsIndex(IndexUpkeep):
         if manifest_ids is not None:
             query = query.where(r.c.manifest_id.in_(sorted(set(manifest_ids))))
         rows = self._sql("read the newest records", lambda conn: list(conn.execute(query)))
-        return _lights(rows)
+        return _readable(rows, light_record)
 
     def manifest_ids(self) -> list[str]:
         """Every manifest that has a record (one row per combination is read)."""

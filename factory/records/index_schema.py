@@ -15,9 +15,10 @@ from pathlib import Path
 from urllib.parse import quote
 
 from factory.errors import FactoryError
-from factory.records.model import CompatibilityRecord
+from factory.records.model import CompatibilityRecord, RecordFigures, record_figures
 
-SCHEMA_VERSION = "3"
+# 4: build figures as columns, with one covering index (`factory status` reads no JSON).
+SCHEMA_VERSION = "4"
 URL_ENV = "FACTORY_RECORDS_INDEX_URL"
 SQLITE_NAME = "records-index.sqlite"
 # Bound parameters per IN (...) query: SQLite allows 32,766, PostgreSQL 65,535.
@@ -35,6 +36,19 @@ COPIED: dict[str, int] = {
     "record_key": 80,
     "finished_at": 40,
 }
+
+# The figure columns (RecordFigures' fields after the ids): what build metrics aggregate.
+FIGURES: tuple[str, ...] = tuple(
+    name for name in RecordFigures.__dataclass_fields__ if name not in COPIED
+)
+
+FIGURE_TYPES: dict[str, type | tuple[type, ...]] = {
+    **dict.fromkeys(COPIED, str),
+    **dict.fromkeys(("build_s", "test_s", "sbom_s"), (int, float)),
+    **dict.fromkeys(("cache_steps", "cache_cached", "image_size_bytes", "image_layers"), int),
+    "rebuilt": bool,
+}
+NULLABLE_FIGURES = {"build_s", "test_s", "sbom_s", "image_size_bytes", "image_layers", "rebuilt"}
 
 
 class RecordsIndexError(FactoryError):
@@ -110,6 +124,21 @@ def tables():
         # 1 when the record's image was moved to quarantine (factory/supply_chain/quarantine.py).
         sa.Column("quarantined", sa.Integer, nullable=False, server_default="0"),
         sa.Column("indexed_at", sa.Float, nullable=False),
+        sa.Column("build_s", sa.Float),
+        sa.Column("test_s", sa.Float),
+        sa.Column("sbom_s", sa.Float),
+        sa.Column("cache_steps", sa.Integer, nullable=False, server_default="0"),
+        sa.Column("cache_cached", sa.Integer, nullable=False, server_default="0"),
+        sa.Column("image_size_bytes", sa.BigInteger),
+        sa.Column("image_layers", sa.Integer),
+        sa.Column("rebuilt", sa.Boolean),
+        # Covers what `figures` reads: a week of builds is one index range scan, without a
+        # read of the rows (whose record JSON is most of the table).
+        sa.Index(
+            "factory_records_figures",
+            "finished_at",
+            *(name for name in RecordFigures.__dataclass_fields__ if name != "finished_at"),
+        ),
         sa.Index("factory_records_combination", "manifest_id", "platform", "finished_at"),
         sa.Index("factory_records_build_key", "build_key"),
         sa.Index("factory_records_finished", "finished_at"),
@@ -253,6 +282,21 @@ def light_record(row) -> LightRecord:
     )
 
 
+def figures_row(row) -> RecordFigures:
+    """The figures of an index row; a TypeError when a column holds what the index never writes
+    (the index file is a cache anyone could have changed)."""
+    values = tuple(row)
+    for name, value in zip(RecordFigures.__dataclass_fields__, values, strict=True):
+        expected = FIGURE_TYPES[name]
+        if not (isinstance(value, expected) or (value is None and name in NULLABLE_FIGURES)):
+            msg = f"column {name} holds {type(value).__name__}"
+            raise TypeError(msg)
+        if isinstance(value, bool) and expected is not bool:
+            msg = f"column {name} holds a boolean"
+            raise TypeError(msg)
+    return RecordFigures(*values)
+
+
 def _image_tag(record: CompatibilityRecord) -> str | None:
     from factory.platforms import BY_NAME
 
@@ -261,6 +305,7 @@ def _image_tag(record: CompatibilityRecord) -> str | None:
 
 
 def index_row(record: CompatibilityRecord, uri: str, now: float) -> dict:
+    figures = record_figures(record)
     return {
         **{name: getattr(record, name) for name in COPIED},
         "image_digest": record.image.digest if record.image else None,
@@ -272,6 +317,7 @@ def index_row(record: CompatibilityRecord, uri: str, now: float) -> dict:
         "image_tag": _image_tag(record),
         "quarantined": int(bool(record.quarantine and record.quarantine.ref)),
         "indexed_at": now,
+        **{name: getattr(figures, name) for name in FIGURES},
     }
 
 

@@ -31,8 +31,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from factory.records.index_db import IndexDatabase
-from factory.records.index_schema import SCHEMA_VERSION, chunks, index_row, redacted
-from factory.records.model import CompatibilityRecord
+from factory.records.index_schema import (
+    COPIED,
+    FIGURES,
+    SCHEMA_VERSION,
+    chunks,
+    index_row,
+    redacted,
+)
+from factory.records.model import CompatibilityRecord, record_figures
 from factory.records.store import SkipReport, warn
 
 # A pending row this old without its record belongs to a build that died before recording.
@@ -78,6 +85,10 @@ def _json_or_none(text: str):
         return json.loads(text)
     except (TypeError, ValueError):
         return None
+
+
+# The columns `check` compares with the record they were copied or computed from.
+COMPARED = (*COPIED, *FIGURES)
 
 
 class IndexUpkeep(IndexDatabase):
@@ -279,17 +290,7 @@ class IndexUpkeep(IndexDatabase):
         def read(conn):
             if not sa.inspect(conn).has_table(r.name):
                 return [], []
-            rows = list(
-                conn.execute(
-                    sa.select(
-                        r.c.build_id,
-                        r.c.record_json,
-                        r.c.finished_at,
-                        r.c.manifest_id,
-                        r.c.platform,
-                    )
-                )
-            )
+            rows = list(conn.execute(sa.select(r.c.record_json, *(r.c[name] for name in COMPARED))))
             latest = list(
                 conn.execute(
                     sa.select(
@@ -303,17 +304,23 @@ class IndexUpkeep(IndexDatabase):
         report.rows = len(rows)
         seen = set()
         newest: dict[tuple[str, str], tuple[str, str]] = {}
-        for build_id, record_json, finished_at, manifest_id, platform in rows:
+        for record_json, *columns in rows:
+            row = dict(zip(COMPARED, columns, strict=True))
+            build_id = row["build_id"]
             seen.add(build_id)
             record = records.get(build_id)
             if record is None:
                 report.extra.append(build_id)
                 continue
-            if _json_or_none(record_json) != record.model_dump(mode="json"):
+            stated = record_figures(record)
+            if _json_or_none(record_json) != record.model_dump(mode="json") or any(
+                row[name] != getattr(stated if name in FIGURES else record, name)
+                for name in COMPARED
+            ):
                 report.differ.append(build_id)
-            key = (manifest_id, platform)
-            if key not in newest or (finished_at, build_id) > newest[key]:
-                newest[key] = (finished_at, build_id)
+            key = (row["manifest_id"], row["platform"])
+            if key not in newest or (row["finished_at"], build_id) > newest[key]:
+                newest[key] = (row["finished_at"], build_id)
         report.missing = sorted(set(records) - seen)
         pointers = {(m, p): b for m, p, b in latest}
         for key, (_, build_id) in newest.items():

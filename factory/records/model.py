@@ -6,6 +6,7 @@ docs/records.md explains them to users.
 
 import uuid
 from collections.abc import Callable, Hashable, Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal, TypeVar
 
@@ -132,6 +133,55 @@ class CompatibilityRecord(_Section):
     # Absent in records written before attestations and quarantine existed.
     attestations: AttestationInfo | None = None
     quarantine: QuarantineInfo | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RecordFigures:
+    """The figures of one build attempt as its record states them: what build metrics
+    (factory/report/metrics.py) aggregate. The records index keeps them as columns, so that
+    `factory status` reads a week of builds without parsing one record."""
+
+    build_id: str
+    manifest_id: str
+    platform: str
+    pool: str
+    status: str
+    finished_at: str
+    build_s: float | None
+    test_s: float | None
+    sbom_s: float | None
+    cache_steps: int
+    cache_cached: int
+    image_size_bytes: int | None
+    image_layers: int | None
+    rebuilt: bool | None
+
+
+def record_figures(record) -> RecordFigures:
+    """The figures of a record (or of anything shaped like one, such as the index's light
+    records)."""
+    timings = record.timings_s
+    test_s = timings.get("test")
+    if test_s is None and record.tests:
+        # Older records only carry per-suite durations.
+        test_s = sum(t.duration_s for t in record.tests)
+    image = record.image
+    return RecordFigures(
+        build_id=record.build_id,
+        manifest_id=record.manifest_id,
+        platform=record.platform,
+        pool=record.pool,
+        status=record.status,
+        finished_at=record.finished_at,
+        build_s=timings.get("build"),
+        test_s=test_s,
+        sbom_s=timings.get("sbom"),
+        cache_steps=record.cache.steps,
+        cache_cached=record.cache.cached,
+        image_size_bytes=image.size_bytes if image is not None else None,
+        image_layers=image.layers if image is not None else None,
+        rebuilt=image.rebuilt if image is not None else None,
+    )
 
 
 def parse_record(data: dict) -> CompatibilityRecord:

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
-from factory.records.model import STATUSES, CompatibilityRecord
+from factory.records.model import STATUSES, CompatibilityRecord, RecordFigures, record_figures
 
 GroupBy = Literal["pool", "platform"]
 
@@ -60,31 +60,28 @@ class BuildMetrics:
 
 def build_metrics(record: CompatibilityRecord) -> BuildMetrics:
     """Read one record's build and test duration, cache hit ratio, image size, layers, SBOM time."""
-    image = record.image
-    rebuilt = image.rebuilt if image is not None else None
-    build_s = record.timings_s.get("build")
-    if rebuilt is False:
-        build_s = None
-    test_s = record.timings_s.get("test")
-    if test_s is None and record.tests:
-        # Older records may only carry per-suite durations.
-        test_s = sum(t.duration_s for t in record.tests)
-    steps, cached = record.cache.steps, record.cache.cached
+    return figures_metrics(record_figures(record))
+
+
+def figures_metrics(figures: RecordFigures) -> BuildMetrics:
+    """The metrics of one build attempt from its figures (a record's, or the index's columns)."""
+    rebuilt = figures.rebuilt
+    steps, cached = figures.cache_steps, figures.cache_cached
     return BuildMetrics(
-        build_id=record.build_id,
-        manifest_id=record.manifest_id,
-        platform=record.platform,
-        pool=record.pool,
-        status=record.status,
-        finished_at=parse_time(record.finished_at),
-        build_s=build_s,
-        test_s=test_s,
-        sbom_s=record.timings_s.get("sbom"),
+        build_id=figures.build_id,
+        manifest_id=figures.manifest_id,
+        platform=figures.platform,
+        pool=figures.pool,
+        status=figures.status,
+        finished_at=parse_time(figures.finished_at),
+        build_s=None if rebuilt is False else figures.build_s,
+        test_s=figures.test_s,
+        sbom_s=figures.sbom_s,
         cache_steps=steps,
         cache_cached=cached,
         cache_hit_ratio=cached / steps if steps > 0 and rebuilt is not False else None,
-        image_size_bytes=image.size_bytes if image is not None else None,
-        layers=image.layers if image is not None else None,
+        image_size_bytes=figures.image_size_bytes,
+        layers=figures.image_layers,
         rebuilt=rebuilt,
     )
 
@@ -156,13 +153,18 @@ def aggregate_group(group: str, builds: Sequence[BuildMetrics]) -> GroupMetrics:
 
 
 def in_window(
-    records: Iterable[CompatibilityRecord], *, now: datetime, window: timedelta | None
+    records: Iterable[CompatibilityRecord | RecordFigures],
+    *,
+    now: datetime,
+    window: timedelta | None,
 ) -> list[BuildMetrics]:
-    """Metrics of the records that finished in `[now - window, now]` (all up to `now` if None)."""
+    """Metrics of the records (or their figures) that finished in `[now - window, now]` (all up
+    to `now` if None)."""
     start = now - window if window is not None else None
     selected = []
     for record in records:
-        metrics = build_metrics(record)
+        figures = record if isinstance(record, RecordFigures) else record_figures(record)
+        metrics = figures_metrics(figures)
         if metrics.finished_at > now or (start is not None and metrics.finished_at < start):
             continue
         selected.append(metrics)
@@ -189,12 +191,13 @@ def _grouped(selected: list[BuildMetrics], by: GroupBy) -> dict[str, GroupMetric
 
 
 def build_report(
-    records: Iterable[CompatibilityRecord],
+    records: Iterable[CompatibilityRecord | RecordFigures],
     *,
     now: datetime | None = None,
     window: timedelta | None = DEFAULT_WINDOW,
 ) -> dict:
-    """The build half of `factory status`: aggregates by pool and by platform, JSON-ready."""
+    """The build half of `factory status`: aggregates by pool and by platform, JSON-ready, from
+    records or their figures (`RecordsIndex.figures`)."""
     now = now or datetime.now(UTC)
     selected = in_window(records, now=now, window=window)  # once for both groupings
     return {

@@ -13,6 +13,7 @@ from factory.plan.run_state import NAME as RUN_STATE
 from factory.plan.run_state import RunState
 from factory.records.index import open_index
 from factory.records.index_schema import SQLITE_NAME, URL_ENV
+from factory.records.model import record_figures
 from factory.records.store import LocalRecordStore
 from tests.unit.records.test_records import make_record
 
@@ -126,3 +127,27 @@ def test_a_summary_that_is_not_one_is_skipped(tmp_path, monkeypatch, capsys, sum
     index, good, bad = index_with_a_bad_row(tmp_path, monkeypatch, "summary_json", summary)
     assert [r.build_id for r in index.summaries()] == [good.build_id]
     assert f"row {bad.build_id} is not a record" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("column", "value"),
+    [("build_s", "fast"), ("cache_steps", "seven"), ("image_layers", 2.5), ("pool", b"\xff")],
+)
+def test_build_figures_that_are_not_numbers_are_skipped(
+    tmp_path, monkeypatch, capsys, column, value
+):
+    index, good, bad = index_with_a_bad_row(tmp_path, monkeypatch, column, value)
+    assert [f.build_id for f in index.figures()] == [good.build_id]
+    assert f"row {bad.build_id} is not a record" in capsys.readouterr().err
+    check, said = invoke(tmp_path, "records", "check")
+    assert check.exit_code == 1 and "differ from their record" in said
+
+
+def test_build_figures_are_the_records_figures(tmp_path, monkeypatch):
+    index, good, bad = index_with_a_bad_row(tmp_path, monkeypatch, "worker", "elsewhere")
+    by_id = {f.build_id: f for f in index.figures()}
+    assert by_id == {r.build_id: record_figures(r) for r in (good, bad)}
+    later = max(good.finished_at, bad.finished_at)
+    assert {f.build_id for f in index.figures(finished_after=later)} == {
+        r.build_id for r in (good, bad) if r.finished_at == later
+    }
