@@ -124,8 +124,13 @@ def verify_build(
         report.image_ref = f"{record.image.ref.rsplit(':', 1)[0]}@{digest}"
     documents = _check_evidence_files(record, records, report)
     _check_image_ref(record, report)
-    _check_sbom(documents.get("sbom"), record, digest, report)
-    _check_provenance(documents.get("provenance"), record, digest, report)
+    for kind, check in (("sbom", _check_sbom), ("provenance", _check_provenance)):
+        document = documents.get(kind)
+        if document is None:
+            # Absent, or it failed its file check: its subject is not compared (skipped).
+            report.skip(f"{kind} subject", _not_compared(kind, record))
+        else:
+            check(document, record, digest, report)
     if not registry_check:
         report.skip("registry", "not checked (registry check turned off)")
     else:
@@ -258,30 +263,23 @@ def _not_compared(kind: str, record: CompatibilityRecord) -> str:
 def _check_sbom(
     bom: Any, record: CompatibilityRecord, digest: str | None, report: VerifyReport
 ) -> None:
-    if bom is None:
-        report.skip("sbom subject", _not_compared("sbom", record))
-        return
+    report.add("sbom subject", *_sbom_subject(bom, digest))
+
+
+def _sbom_subject(bom: Any, digest: str | None) -> tuple[bool, str]:
+    """Whether the SBOM describes the record's image, and what it names or why not."""
     if not digest:
-        report.add("sbom subject", False, "the SBOM names an image but the record has no digest")
-        return
+        return False, "the SBOM names an image but the record has no digest"
     component = (bom.get("metadata") or {}).get("component") if isinstance(bom, dict) else None
     if not isinstance(component, dict):
-        report.add("sbom subject", False, "the SBOM has no metadata.component (its subject)")
-        return
+        return False, "the SBOM has no metadata.component (its subject)"
     named = component.get("version")
     purl_version = _purl_version(component.get("purl"))
     if named != digest:
-        report.add(
-            "sbom subject", False, f"the SBOM describes {named!r}, the record's image is {digest}"
-        )
-    elif purl_version is not None and purl_version != digest:
-        report.add(
-            "sbom subject",
-            False,
-            f"the SBOM's purl names {purl_version!r}, the record's image is {digest}",
-        )
-    else:
-        report.add("sbom subject", True, digest)
+        return False, f"the SBOM describes {named!r}, the record's image is {digest}"
+    if purl_version is not None and purl_version != digest:
+        return False, f"the SBOM's purl names {purl_version!r}, the record's image is {digest}"
+    return True, digest
 
 
 def _purl_version(purl: Any) -> str | None:
@@ -300,41 +298,32 @@ def _purl_version(purl: Any) -> str | None:
 def _check_provenance(
     doc: Any, record: CompatibilityRecord, digest: str | None, report: VerifyReport
 ) -> None:
-    if doc is None:
-        report.skip("provenance subject", _not_compared("provenance", record))
-        return
     try:
         validate_provenance(doc)
     except ValueError as exc:
         report.add("provenance format", False, str(exc))
         return
     report.add("provenance format", True, "in-toto Statement v1, SLSA provenance v1")
-
-    subject = doc["subject"][0]
-    wanted_hex = digest.removeprefix("sha256:") if digest else None
-    if wanted_hex is None:
-        report.add(
-            "provenance subject",
-            False,
-            "the provenance names an image but the record has no digest",
-        )
-    elif subject["digest"]["sha256"] != wanted_hex:
-        report.add(
-            "provenance subject",
-            False,
-            f"the provenance attests sha256:"
-            f"{subject['digest']['sha256']}, the record's image is {digest}",
-        )
-    elif record.image is not None and subject["name"] != _repository(record.image.ref):
-        report.add(
-            "provenance subject",
-            False,
-            f"the provenance names {subject['name']!r}, the "
-            f"record's image is in {_repository(record.image.ref)!r}",
-        )
-    else:
-        report.add("provenance subject", True, f"{subject['name']}@{digest}")
+    report.add("provenance subject", *_provenance_subject(doc, record, digest))
     report.add(*_provenance_binding(doc, record))
+
+
+def _provenance_subject(
+    doc: dict, record: CompatibilityRecord, digest: str | None
+) -> tuple[bool, str]:
+    """Whether the (valid) provenance attests the record's image, and what it names or why not."""
+    subject = doc["subject"][0]
+    attested = subject["digest"]["sha256"]
+    if not digest:
+        return False, "the provenance names an image but the record has no digest"
+    if attested != digest.removeprefix("sha256:"):
+        return False, f"the provenance attests sha256:{attested}, the record's image is {digest}"
+    if record.image is not None and subject["name"] != _repository(record.image.ref):
+        return False, (
+            f"the provenance names {subject['name']!r}, the "
+            f"record's image is in {_repository(record.image.ref)!r}"
+        )
+    return True, f"{subject['name']}@{digest}"
 
 
 def _provenance_binding(doc: dict, record: CompatibilityRecord) -> tuple[str, bool, str]:
