@@ -5,7 +5,6 @@ import json
 from pathlib import Path
 from urllib.parse import urlparse
 
-import dagster as dg
 import pytest
 
 from factory.platforms import BY_NAME
@@ -14,9 +13,7 @@ from factory.registry.client import RegistryClient
 from factory.registry.names import split_image
 from factory.supply_chain.sbom import validate_sbom
 from factory.supply_chain.verify import verify_build
-from factory_assets.partitions import partitions_name
-from factory_assets.platform_chain import build_platform_chain
-from resources import DockerBuilder, ManifestStore, RecordStore, Registry
+from tests.integration.chain_run import materialize_chain
 from tests.integration.stores import example_store_copy, manifest
 
 pytestmark = pytest.mark.integration
@@ -24,21 +21,13 @@ pytestmark = pytest.mark.integration
 
 def materialize(settings, store_path: Path, data_dir: Path, manifest_id: str, platform: str):
     """Materialize one partition of one platform's chain; return (result, records)."""
-    target = BY_NAME[platform]
-    with dg.instance_for_test() as instance:
-        instance.add_dynamic_partitions(partitions_name(target.slug), [manifest_id])
-        result = dg.materialize(
-            build_platform_chain(target),
-            partition_key=manifest_id,
-            instance=instance,
-            resources={
-                "manifest_store": ManifestStore(path=str(store_path)),
-                "docker_builder": DockerBuilder(),
-                "registry": Registry(address=settings.registry),
-                "record_store": RecordStore(data_dir=str(data_dir)),
-            },
-            raise_on_error=False,
-        )
+    result = materialize_chain(
+        store_path,
+        manifest_id,
+        registry=settings.registry,
+        record_store=data_dir,
+        platform=BY_NAME[platform],
+    )
     return result, list(LocalRecordStore(data_dir).records())
 
 

@@ -3,35 +3,20 @@
 import dagster as dg
 import pytest
 
-from factory.platforms import BY_NAME
 from factory.records.store import LocalRecordStore
-from factory_assets.platform_chain import build_platform_chain
-from resources import DockerBuilder, ManifestStore, RecordStore, Registry
+from tests.integration.chain_run import materialize_chain
 from tests.integration.stores import example_store_copy, manifest
 
 pytestmark = pytest.mark.integration
-AMD64 = BY_NAME["linux/amd64"]
 QUICK = dg.RetryPolicy(max_retries=2, delay=0.1, backoff=dg.Backoff.EXPONENTIAL)
 
 
 def run_chain(store, data, registry_address):
-    with dg.instance_for_test() as instance:
-        instance.add_dynamic_partitions("manifests_linux_amd64", ["retry_me"])
-        result = dg.materialize(
-            build_platform_chain(AMD64, retry_policy=QUICK),
-            partition_key="retry_me",
-            instance=instance,
-            resources={
-                "manifest_store": ManifestStore(path=str(store)),
-                "docker_builder": DockerBuilder(),
-                "registry": Registry(address=registry_address),
-                "record_store": RecordStore(data_dir=str(data)),
-            },
-            raise_on_error=False,
-        )
-        retries = [
-            e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_UP_FOR_RETRY
-        ]
+    result = materialize_chain(
+        store, "retry_me", registry=registry_address, record_store=data, retry_policy=QUICK
+    )
+    retry = dg.DagsterEventType.STEP_UP_FOR_RETRY
+    retries = [e for e in result.all_events if e.event_type == retry]
     return result, retries, list(LocalRecordStore(data).records())
 
 

@@ -8,16 +8,13 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from factory.platforms import BY_NAME
 from factory.records.store import LocalRecordStore
 from factory.services.embedded import docker_host
 from factory.settings import Settings
-from factory_assets.platform_chain import build_platform_chain
-from resources import DockerBuilder, ManifestStore, RecordStore, Registry
+from tests.integration.chain_run import materialize_chain
 from tests.integration.stores import example_store_copy, manifest
 
 pytestmark = pytest.mark.integration
-AMD64 = BY_NAME["linux/amd64"]
 # The fragment uses the secret and, carelessly, prints it: the log must still not show it.
 FRAGMENT = (
     'RUN --mount=type=secret,id=api_token set -e; : {salt}; t="$(cat /run/secrets/api_token)"; '
@@ -43,18 +40,8 @@ def secret_store(tmp_path):
 
 
 def materialize(services, store, data, instance):
-    instance.add_dynamic_partitions("manifests_linux_amd64", ["secretive"])
-    return dg.materialize(
-        build_platform_chain(AMD64),
-        partition_key="secretive",
-        instance=instance,
-        resources={
-            "manifest_store": ManifestStore(path=str(store)),
-            "docker_builder": DockerBuilder(),
-            "registry": Registry(address=services.registry),
-            "record_store": RecordStore(data_dir=str(data)),
-        },
-        raise_on_error=False,
+    return materialize_chain(
+        store, "secretive", registry=services.registry, record_store=data, instance=instance
     )
 
 

@@ -10,7 +10,6 @@ import dataclasses
 import hashlib
 import json
 
-import dagster as dg
 import pytest
 
 from factory.platforms import BY_NAME
@@ -19,11 +18,9 @@ from factory.records.model import CompatibilityRecord
 from factory.records.s3_store import S3RecordStore
 from factory.supply_chain.sbom import validate_sbom
 from factory.supply_chain.verify import verify_build
-from factory_assets.partitions import partitions_name
-from factory_assets.platform_chain import build_platform_chain
-from resources import DockerBuilder, ManifestStore, Registry
 from resources.record_store import S3RecordStoreResource
 from resources.record_store_selection import record_store_from_env
+from tests.integration.chain_run import materialize_chain
 from tests.integration.stores import example_store_copy, manifest
 
 pytestmark = pytest.mark.integration
@@ -37,20 +34,9 @@ def materialize_with_s3(settings, store_path, data_dir, manifest_id: str):
     # socket is found under it.
     resource = record_store_from_env(dataclasses.replace(settings, data_dir=data_dir))
     assert isinstance(resource, S3RecordStoreResource)
-    with dg.instance_for_test() as instance:
-        instance.add_dynamic_partitions(partitions_name(AMD64.slug), [manifest_id])
-        return dg.materialize(
-            build_platform_chain(AMD64),
-            partition_key=manifest_id,
-            instance=instance,
-            resources={
-                "manifest_store": ManifestStore(path=str(store_path)),
-                "docker_builder": DockerBuilder(),
-                "registry": Registry(address=settings.registry),
-                "record_store": resource,
-            },
-            raise_on_error=False,
-        )
+    return materialize_chain(
+        store_path, manifest_id, registry=settings.registry, record_store=resource
+    )
 
 
 def test_record_and_evidence_land_in_the_bucket(services, s3, tmp_path, monkeypatch):

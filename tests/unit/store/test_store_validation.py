@@ -65,26 +65,39 @@ def key_location(*parts: str) -> str:
     return out
 
 
+def _holder(data, keys):
+    """The container in which keys[-1] of the path data[k1][k2]... is set or deleted."""
+    for key in keys[:-1]:
+        data = data[key]
+    return data
+
+
 def setter(*keys, value):
     """A mutate function that sets data[k1][k2]... = value."""
 
     def mutate(data):
-        target = data
-        for key in keys[:-1]:
-            target = target[key]
-        target[keys[-1]] = value
+        _holder(data, keys)[keys[-1]] = value
 
     return mutate
 
 
 def deleter(*keys):
     def mutate(data):
-        target = data
-        for key in keys[:-1]:
-            target = target[key]
-        del target[keys[-1]]
+        del _holder(data, keys)[keys[-1]]
 
     return mutate
+
+
+def values_at(keys: tuple[str, ...], *cases: tuple, at: str | None = None) -> list[tuple]:
+    """Table rows (mutate, location, message), one per (value, message) case: the value set at
+    `keys`, its problem reported at `at`, or at those keys when not given."""
+    location = at or key_location(*keys)
+    return [(setter(*keys, value=value), location, message) for value, message in cases]
+
+
+def missing(*keys: str) -> tuple:
+    """The table row of a required field deleted."""
+    return deleter(*keys), key_location(*keys), "required field is missing"
 
 
 # --- a valid store ----------------------------------------------------------------------------
@@ -273,144 +286,67 @@ def test_unknown_field_with_an_odd_name(tmp_path):
 # --- wrong types and values -------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("mutate", "location", "message"),
-    [
-        (
-            setter("test_suites", "smoke", "timeout_s", value="60"),
-            "test_suites.smoke.timeout_s",
-            'expected an integer, got the string "60"',
-        ),
-        (
-            setter("test_suites", "smoke", "timeout_s", value=True),
-            "test_suites.smoke.timeout_s",
-            "expected an integer, got true",
-        ),
-        (
-            setter("test_suites", "smoke", "timeout_s", value=60.5),
-            "test_suites.smoke.timeout_s",
-            "expected an integer, got the number 60.5",
-        ),
-        (
-            setter("test_suites", "smoke", "timeout_s", value=None),
-            "test_suites.smoke.timeout_s",
-            "expected an integer, got null",
-        ),
-        (
-            setter("test_suites", "smoke", "timeout_s", value=0),
-            "test_suites.smoke.timeout_s",
-            "greater than or equal to 1",
-        ),
-        (
-            setter("test_suites", "smoke", "timeout_s", value=10**6),
-            "test_suites.smoke.timeout_s",
-            "less than or equal to 3600",
-        ),
-        (
-            setter("templates", "service", "path", value=5),
-            "templates.service.path",
-            "expected a string, got the number 5",
-        ),
-        (
-            setter("templates", "service", "version", value=1),
-            "templates.service.version",
-            "expected a string, got the number 1",
-        ),
-        (
-            setter("manifests", "web", "template", value=["service"]),
-            "manifests.web.template",
-            "expected a string, got an array of 1 item",
-        ),
-        (
-            setter("manifests", "web", "fragments", value=["core", "security"]),
-            "manifests.web.fragments",
-            "expected an object, got an array of 2 items",
-        ),
-        (
-            setter("manifests", "web", "fragments", "core", value=2),
-            "manifests.web.fragments.core",
-            "expected a string, got the number 2",
-        ),
-        (
-            setter("manifests", "web", "fragments", value={}),
-            "manifests.web.fragments",
-            "must not be empty",
-        ),
-        (
-            setter("manifests", "web", "platforms", value="linux/amd64"),
-            "manifests.web.platforms",
-            'expected an array, got the string "linux/amd64"',
-        ),
-        (
-            setter("manifests", "web", "platforms", value=[]),
-            "manifests.web.platforms",
-            "must not be empty",
-        ),
-        (
-            setter("manifests", "web", "tests", value={"smoke": 1}),
-            "manifests.web.tests",
-            "expected an array, got an object",
-        ),
-        (
-            setter("manifests", "web", "priority", value="urgent"),
-            "manifests.web.priority",
-            "\"urgent\" is not allowed; expected 'normal' or 'high'",
-        ),
-        (
-            setter("manifests", "web", value=[]),
-            "manifests.web",
-            "expected an object, got an array of 0 items",
-        ),
-        (setter("manifests", value=[]), "manifests", "expected an object, got an array"),
-        (
-            setter("bases", "busybox", value="busybox:1.35"),
-            "bases.busybox",
-            'expected an object, got the string "busybox:1.35"',
-        ),
-        (
-            setter("bases", "busybox", "platforms", value=[]),
-            "bases.busybox.platforms",
-            "must not be empty",
-        ),
-        (
-            setter("bases", "busybox", "image", value="Registry/Factory/Busybox"),
-            "bases.busybox.image",
-            "is not a valid image repository",
-        ),
-        (
-            setter("bases", "busybox", "tag", value="1.35;rm -rf /"),
-            "bases.busybox.tag",
-            "is not a valid tag",
-        ),
-        (
-            setter("modules", "core", value=["0.1.0"]),
-            "modules.core",
-            "expected an object, got an array",
-        ),
-        (
-            setter("modules", "core", "0.1.0", value="modules/core/0.1.0.Dockerfile"),
-            "modules.core.0.1.0",
-            "expected an object, got the string",
-        ),
-        (
-            setter("test_suites", "smoke", "path", value="tests/smoke\n.sh"),
-            "test_suites.smoke.path",
-            "is not a valid path (it contains a control character)",
-        ),
-        (
-            setter("test_suites", "smoke", "path", value=""),
-            "test_suites.smoke.path",
-            "at least 1 character",
-        ),
-        (deleter("manifests", "web", "base"), "manifests.web.base", "required field is missing"),
-        (deleter("bases", "busybox", "image"), "bases.busybox.image", "required field is missing"),
-        (
-            deleter("templates", "service", "path"),
-            "templates.service.path",
-            "required field is missing",
-        ),
-    ],
-)
+WRONG_TYPES_AND_VALUES = [
+    *values_at(
+        ("test_suites", "smoke", "timeout_s"),
+        ("60", 'expected an integer, got the string "60"'),
+        (True, "expected an integer, got true"),
+        (60.5, "expected an integer, got the number 60.5"),
+        (None, "expected an integer, got null"),
+        (0, "greater than or equal to 1"),
+        (10**6, "less than or equal to 3600"),
+    ),
+    *values_at(("templates", "service", "path"), (5, "expected a string, got the number 5")),
+    *values_at(("templates", "service", "version"), (1, "expected a string, got the number 1")),
+    *values_at(
+        ("manifests", "web", "template"), (["service"], "expected a string, got an array of 1 item")
+    ),
+    *values_at(
+        ("manifests", "web", "fragments"),
+        (["core", "security"], "expected an object, got an array of 2 items"),
+        ({}, "must not be empty"),
+    ),
+    *values_at(
+        ("manifests", "web", "fragments", "core"), (2, "expected a string, got the number 2")
+    ),
+    *values_at(
+        ("manifests", "web", "platforms"),
+        ("linux/amd64", 'expected an array, got the string "linux/amd64"'),
+        ([], "must not be empty"),
+    ),
+    *values_at(("manifests", "web", "tests"), ({"smoke": 1}, "expected an array, got an object")),
+    *values_at(
+        ("manifests", "web", "priority"),
+        ("urgent", "\"urgent\" is not allowed; expected 'normal' or 'high'"),
+    ),
+    *values_at(("manifests", "web"), ([], "expected an object, got an array of 0 items")),
+    *values_at(("manifests",), ([], "expected an object, got an array")),
+    *values_at(
+        ("bases", "busybox"), ("busybox:1.35", 'expected an object, got the string "busybox:1.35"')
+    ),
+    *values_at(("bases", "busybox", "platforms"), ([], "must not be empty")),
+    *values_at(
+        ("bases", "busybox", "image"),
+        ("Registry/Factory/Busybox", "is not a valid image repository"),
+    ),
+    *values_at(("bases", "busybox", "tag"), ("1.35;rm -rf /", "is not a valid tag")),
+    *values_at(("modules", "core"), (["0.1.0"], "expected an object, got an array")),
+    *values_at(
+        ("modules", "core", "0.1.0"),
+        ("modules/core/0.1.0.Dockerfile", "expected an object, got the string"),
+    ),
+    *values_at(
+        ("test_suites", "smoke", "path"),
+        ("tests/smoke\n.sh", "is not a valid path (it contains a control character)"),
+        ("", "at least 1 character"),
+    ),
+    missing("manifests", "web", "base"),
+    missing("bases", "busybox", "image"),
+    missing("templates", "service", "path"),
+]
+
+
+@pytest.mark.parametrize(("mutate", "location", "message"), WRONG_TYPES_AND_VALUES)
 def test_wrong_types_and_values(tmp_path, mutate, location, message):
     assert_one(write_store(tmp_path, mutate), location, message)
 
@@ -455,58 +391,46 @@ def test_schema_version_missing(tmp_path):
 # --- references between entries --------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("mutate", "location", "message"),
-    [
-        (
-            setter("manifests", "web", "template", value="nope"),
-            "manifests.web.template",
-            'unknown template "nope" (known: service)',
-        ),
-        (
-            setter("manifests", "web", "base", value="nope"),
-            "manifests.web.base",
-            'unknown base "nope" (known: amd64only, busybox)',
-        ),
-        (
-            setter("manifests", "web", "fragments", "nope", value="0.1.0"),
-            "manifests.web.fragments.nope",
-            'unknown module "nope" (known: core, light, security)',
-        ),
-        (
-            setter("manifests", "web", "fragments", "core", value="9.9.9"),
-            "manifests.web.fragments.core",
-            'unknown version "9.9.9" of module "core" (known: 0.1.0, 0.2.0)',
-        ),
-        (
-            setter("manifests", "web", "tests", value=["smoke", "nope"]),
-            "manifests.web.tests[1]",
-            'unknown test suite "nope" (known: http, smoke)',
-        ),
-        (
-            setter("manifests", "web", "tests", value=["smoke", "smoke"]),
-            "manifests.web.tests[1]",
-            'test suite "smoke" is listed twice',
-        ),
-        (
-            setter("manifests", "web", "platforms", value=["linux/amd64", "linux/amd64"]),
-            "manifests.web.platforms[1]",
-            'platform "linux/amd64" is listed twice',
-        ),
-        (
-            setter(
-                "bases", "busybox", "platforms", value=["linux/arm64", "linux/amd64", "linux/arm64"]
-            ),
-            "bases.busybox.platforms[2]",
-            'platform "linux/arm64" is listed twice',
-        ),
-        (
-            setter("templates", value={}),
-            "manifests.llm_factory.template",
-            'unknown template "service" (known: none)',
-        ),
-    ],
-)
+UNKNOWN_REFERENCES = [
+    *values_at(
+        ("manifests", "web", "template"), ("nope", 'unknown template "nope" (known: service)')
+    ),
+    *values_at(
+        ("manifests", "web", "base"), ("nope", 'unknown base "nope" (known: amd64only, busybox)')
+    ),
+    *values_at(
+        ("manifests", "web", "fragments", "nope"),
+        ("0.1.0", 'unknown module "nope" (known: core, light, security)'),
+    ),
+    *values_at(
+        ("manifests", "web", "fragments", "core"),
+        ("9.9.9", 'unknown version "9.9.9" of module "core" (known: 0.1.0, 0.2.0)'),
+    ),
+    *values_at(
+        ("manifests", "web", "tests"),
+        (["smoke", "nope"], 'unknown test suite "nope" (known: http, smoke)'),
+        (["smoke", "smoke"], 'test suite "smoke" is listed twice'),
+        at="manifests.web.tests[1]",
+    ),
+    *values_at(
+        ("manifests", "web", "platforms"),
+        (["linux/amd64", "linux/amd64"], 'platform "linux/amd64" is listed twice'),
+        at="manifests.web.platforms[1]",
+    ),
+    *values_at(
+        ("bases", "busybox", "platforms"),
+        (["linux/arm64", "linux/amd64", "linux/arm64"], 'platform "linux/arm64" is listed twice'),
+        at="bases.busybox.platforms[2]",
+    ),
+    *values_at(
+        ("templates",),
+        ({}, 'unknown template "service" (known: none)'),
+        at="manifests.llm_factory.template",
+    ),
+]
+
+
+@pytest.mark.parametrize(("mutate", "location", "message"), UNKNOWN_REFERENCES)
 def test_unknown_references(tmp_path, mutate, location, message):
     problems = problems_of(write_store(tmp_path, mutate))
     assert (location, True) in [(p.location, message in p.message) for p in problems], problems
@@ -897,6 +821,9 @@ def write_raw(tmp_path: Path, content: bytes | str) -> Path:
 VALID_JSON = json.dumps(valid_store_dict(), indent=2)
 
 
+IDS = {"ids": lambda v: repr(v)[:40] if isinstance(v, str | bytes) else None}
+
+
 @pytest.mark.parametrize(
     ("content", "location", "message"),
     [
@@ -910,27 +837,6 @@ VALID_JSON = json.dumps(valid_store_dict(), indent=2)
         ("{'schema_version': 1}", "line 1 column 2", "malformed JSON"),
         ('{"schema_version": 1} trailing', "line 1 column 23", "malformed JSON: Extra data"),
         ("\ufeff" + VALID_JSON, "line 1 column 1", "malformed JSON: Unexpected UTF-8 BOM"),
-        ("", "", "the file is empty"),
-        ("  \n", "", "the file is empty"),
-        ("[]", "", "the store must be a JSON object with schema_version 1, not an array"),
-        ("[" + VALID_JSON + "]", "", "must be a JSON object with schema_version 1, not an array"),
-        ('"store"', "", 'not the string "store"'),
-        ("1", "", "not the number 1"),
-        ("null", "", "not null"),
-        ("[" * 100_000, "", "malformed JSON: arrays or objects are nested too deeply"),
-        ('{"a":' * 100_000, "", "malformed JSON: arrays or objects are nested too deeply"),
-        (
-            "[" * 100_000 + "]" * 100_000,
-            "",
-            "malformed JSON: arrays or objects are nested too deeply",
-        ),
-        ('{"schema_version": NaN}', "", "malformed JSON: NaN is not valid JSON"),
-        ('{"schema_version": -Infinity}', "", "malformed JSON: -Infinity is not valid JSON"),
-        (
-            '{"schema_version": 1' + "0" * 5000 + "}",
-            "",
-            "malformed JSON: a number has 5001 digits (at most 64)",
-        ),
         (
             b'{"schema_version": 1,\n "x": "caf\xe9"}',
             "line 2 column 11",
@@ -938,10 +844,39 @@ VALID_JSON = json.dumps(valid_store_dict(), indent=2)
         ),
         (b"\xff\xfe{\x00}\x00", "line 1 column 1", "not valid UTF-8 (byte 0xff at offset 0)"),
     ],
-    ids=lambda v: repr(v)[:40] if isinstance(v, str | bytes) else None,
+    **IDS,
 )
-def test_malformed_json(tmp_path, content, location, message):
+def test_malformed_json_at_a_position(tmp_path, content, location, message):
     assert_one(write_raw(tmp_path, content), location, message)
+
+
+NESTED_TOO_DEEPLY = "malformed JSON: arrays or objects are nested too deeply"
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("", "the file is empty"),
+        ("  \n", "the file is empty"),
+        ("[]", "the store must be a JSON object with schema_version 1, not an array"),
+        ("[" + VALID_JSON + "]", "must be a JSON object with schema_version 1, not an array"),
+        ('"store"', 'not the string "store"'),
+        ("1", "not the number 1"),
+        ("null", "not null"),
+        ("[" * 100_000, NESTED_TOO_DEEPLY),
+        ('{"a":' * 100_000, NESTED_TOO_DEEPLY),
+        ("[" * 100_000 + "]" * 100_000, NESTED_TOO_DEEPLY),
+        ('{"schema_version": NaN}', "malformed JSON: NaN is not valid JSON"),
+        ('{"schema_version": -Infinity}', "malformed JSON: -Infinity is not valid JSON"),
+        (
+            '{"schema_version": 1' + "0" * 5000 + "}",
+            "malformed JSON: a number has 5001 digits (at most 64)",
+        ),
+    ],
+    **IDS,
+)
+def test_unusable_json_is_a_problem_of_the_whole_file(tmp_path, content, message):
+    assert_one(write_raw(tmp_path, content), "", message)
 
 
 def test_deep_nesting_inside_a_valid_store_is_a_problem_not_a_crash(tmp_path):
@@ -1148,9 +1083,7 @@ def test_fuzz_replace_any_value(fuzz_store, where, value, new_key):
     if not where:
         data = value
     else:
-        target = data
-        for key in where[:-1]:
-            target = target[key]
+        target = _holder(data, where)
         if new_key is not None and isinstance(target, dict):
             target[new_key] = value
         else:
