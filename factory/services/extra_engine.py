@@ -59,6 +59,7 @@ class ExtraEngine:
 
     docker_host: str
     root: Path
+    exec_root: Path  # under root; its managed containerd's pidfile is found here
     bridge: str
     subnet: str
     log: Path
@@ -67,14 +68,6 @@ class ExtraEngine:
     @property
     def pid(self) -> int:
         return self.process.pid
-
-    @property
-    def data_root(self) -> Path:
-        return self.root / "data"
-
-    @property
-    def exec_root(self) -> Path:
-        return self.root / "x"
 
 
 @contextlib.contextmanager
@@ -102,15 +95,16 @@ def start_extra_engine(tmpdir: Path | str) -> ExtraEngine:
     token = secrets.token_hex(4)
     root = Path(tmpdir).resolve() / f"engine-{token}"
     socket_path = root / "docker.sock"
-    longest = max(len(str(socket_path)), len(str(root / "x" / CONTAINERD_SOCKET_SUFFIX)))
+    data_root, exec_root = root / "data", root / "x"
+    longest = max(len(str(socket_path)), len(str(exec_root / CONTAINERD_SOCKET_SUFFIX)))
     if longest > MAX_SOCKET_PATH:
         msg = (
             f"socket paths under {root} would be {longest} bytes, more than unix sockets allow: "
             "give extra_engine a shorter temporary folder, e.g. tempfile.mkdtemp(prefix='fx-')"
         )
         raise ServiceError(msg)
-    (root / "data").mkdir(parents=True)
-    (root / "x").mkdir()
+    data_root.mkdir(parents=True)
+    exec_root.mkdir()
     bridge, subnet = _create_bridge(f"fxb{token}")
     log = root / "dockerd.log"
     argv = [
@@ -118,9 +112,9 @@ def start_extra_engine(tmpdir: Path | str) -> ExtraEngine:
         "--host",
         f"unix://{socket_path}",
         "--data-root",
-        str(root / "data"),
+        str(data_root),
         "--exec-root",
-        str(root / "x"),
+        str(exec_root),
         "--pidfile",
         str(root / "dockerd.pid"),
         "--iptables=false",
@@ -136,6 +130,7 @@ def start_extra_engine(tmpdir: Path | str) -> ExtraEngine:
     engine = ExtraEngine(
         docker_host=f"unix://{socket_path}",
         root=root,
+        exec_root=exec_root,
         bridge=bridge,
         subnet=subnet,
         log=log,
