@@ -78,10 +78,10 @@ class EnginePrunePlan:
     docker_host: str
     keep: int
     cache_limit_bytes: int
-    removals: list[ImageRemoval] = field(default_factory=list)
-    kept: list[KeptImage] = field(default_factory=list)
     cache_bytes: int = 0
     cache_reclaimable_bytes: int = 0
+    removals: list[ImageRemoval] = field(default_factory=list)
+    kept: list[KeptImage] = field(default_factory=list)
 
     @property
     def image_bytes(self) -> int:
@@ -107,16 +107,8 @@ class EnginePrunePlan:
         return out
 
     def as_dict(self) -> dict:
-        return {
-            "docker_host": self.docker_host,
-            "keep": self.keep,
-            "cache_limit_bytes": self.cache_limit_bytes,
-            "cache_bytes": self.cache_bytes,
-            "cache_reclaimable_bytes": self.cache_reclaimable_bytes,
-            "image_bytes": self.image_bytes,
-            "removals": [asdict(r) for r in self.removals],
-            "kept": [asdict(k) for k in self.kept],
-        }
+        """Every field (removals and kept as dicts too) and the image bytes they would free."""
+        return {**asdict(self), "image_bytes": self.image_bytes}
 
 
 @dataclass(frozen=True)
