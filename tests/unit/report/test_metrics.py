@@ -5,6 +5,7 @@ from datetime import UTC, datetime, timedelta
 import dagster as dg
 import pytest
 
+from factory.platforms import BY_NAME
 from factory.records.model import CacheInfo, CompatibilityRecord, ImageInfo, SuiteResult
 from factory.report.metrics import (
     BuildMetrics,
@@ -23,26 +24,22 @@ def record(
     build_id: str,
     *,
     finished_at: str,
-    status: str = "pass",
     platform: str = "linux/amd64",
-    pool: str = "amd64",
-    timings: dict | None = None,
     cache: tuple[int, int] = (0, 0),
-    image: ImageInfo | None = None,
-    tests: list[SuiteResult] | None = None,
+    **fields,
 ) -> CompatibilityRecord:
-    """A record finished (and started) at `finished_at`, with the figures the metrics read."""
+    """A record of manifest "m" on `platform` (in that platform's pool), finished (and started) at
+    `finished_at`, with the figures the metrics read; `fields` (status, timings_s, image, tests)
+    override a pass without image, tests or timings."""
+    steps, cached = cache
     return make_record(
+        **{"image": None, **fields},
         build_id=build_id,
         manifest_id="m",
         platform=platform,
-        pool=pool,
-        status=status,
+        pool=BY_NAME[platform].pool,
         inputs={},
-        image=image,
-        tests=tests or [],
-        cache=CacheInfo(steps=cache[0], cached=cache[1]),
-        timings_s=timings or {},
+        cache=CacheInfo(steps=steps, cached=cached),
         started_at=finished_at,
         finished_at=finished_at,
     )
@@ -61,7 +58,7 @@ RECORDS = [
     record(
         "r1",
         finished_at="2026-11-26T10:00:00.000000Z",
-        timings={"render": 0.1, "build": 10.0, "test": 2.0, "sbom": 1.0},
+        timings_s={"render": 0.1, "build": 10.0, "test": 2.0, "sbom": 1.0},
         cache=(4, 3),
         image=image(size=1000, layers=4),
     ),
@@ -69,7 +66,7 @@ RECORDS = [
         "r2",
         finished_at="2026-11-26T11:00:00.000000Z",
         status="fail",
-        timings={"build": 20.0, "test": 4.0, "sbom": 3.0},
+        timings_s={"build": 20.0, "test": 4.0, "sbom": 3.0},
         cache=(4, 1),
         image=image(size=3000, layers=5),
     ),
@@ -77,27 +74,26 @@ RECORDS = [
         "r3",
         finished_at="2026-11-25T09:00:00Z",
         status="error",
-        timings={"build": 30.0},
+        timings_s={"build": 30.0},
     ),
     record(
         "r4",
         finished_at="2026-11-24T00:00:00.000000Z",
-        timings={"build": 0.05, "test": 6.0},
+        timings_s={"build": 0.05, "test": 6.0},
         image=image(rebuilt=False),
     ),
     record(
         "r5",
         finished_at="2026-11-26T11:30:00.000000Z",
         platform="linux/arm64",
-        pool="arm64",
-        timings={"build": 40.0, "test": 8.0, "sbom": 2.0},
+        timings_s={"build": 40.0, "test": 8.0, "sbom": 2.0},
         cache=(5, 5),
         image=image(size=500, layers=3),
     ),
     record(
         "old",
         finished_at="2026-11-10T00:00:00.000000Z",
-        timings={"build": 999.0, "test": 999.0},
+        timings_s={"build": 999.0, "test": 999.0},
         cache=(1, 0),
     ),
 ]
