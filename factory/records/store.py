@@ -29,26 +29,22 @@ from factory.errors import FactoryError, InvalidNameError, RecordExistsError
 from factory.records.model import CompatibilityRecord, newest_by
 from factory.safe_json import UnreadableEntryError, parse_json, printable, read_bytes
 
-# kind -> (folder, file name pattern); the names DESIGN.md fixes.
+_MIB = 1024 * 1024
+# kind -> (folder, file name pattern, most bytes read): the names DESIGN.md fixes, and a cap per
+# kind because records and letters are a few KiB while logs can be large.
+_KINDS: dict[str, tuple[str, str, int]] = {
+    "record": ("records", "{build_id}.json", 4 * _MIB),
+    "error": ("errors", "error-{build_id}.json", 4 * _MIB),
+    "dlq": ("dlq", "{build_id}.json", 4 * _MIB),
+    "evidence": ("evidence", "{build_id}.log", 512 * _MIB),
+    "sbom": ("sbom", "{build_id}.cdx.json", 64 * _MIB),
+    "provenance": ("provenance", "{build_id}.intoto.json", 16 * _MIB),
+}
 LAYOUT: dict[str, tuple[str, str]] = {
-    "record": ("records", "{build_id}.json"),
-    "error": ("errors", "error-{build_id}.json"),
-    "dlq": ("dlq", "{build_id}.json"),
-    "evidence": ("evidence", "{build_id}.log"),
-    "sbom": ("sbom", "{build_id}.cdx.json"),
-    "provenance": ("provenance", "{build_id}.intoto.json"),
+    kind: (folder, pattern) for kind, (folder, pattern, _) in _KINDS.items()
 }
+MAX_BYTES: dict[str, int] = {kind: cap for kind, (_, _, cap) in _KINDS.items()}
 
-
-# How much of each kind is read at most: records and letters are a few KiB, logs can be large.
-MAX_BYTES: dict[str, int] = {
-    "record": 4 * 1024 * 1024,
-    "error": 4 * 1024 * 1024,
-    "dlq": 4 * 1024 * 1024,
-    "evidence": 512 * 1024 * 1024,
-    "sbom": 64 * 1024 * 1024,
-    "provenance": 16 * 1024 * 1024,
-}
 # A build id (Factory writes uuid4s; dead letters of runs without a record use the run id, and
 # requeue markers add `.requeued`): letters, digits, `.`, `_`, `-`, no leading `.`, at most 128
 # characters, so it is always one short file name.
