@@ -164,77 +164,43 @@ def loop(tmp_path: Path) -> str:
     return str(tmp_path / "loop-a")
 
 
-# name -> (environment maker, extra args, words)
-SETTINGS = {
-    "empty FACTORY_MANIFEST_STORE": (
-        lambda t: {"FACTORY_MANIFEST_STORE": ""},
-        [],
-        ["FACTORY_MANIFEST_STORE is empty"],
-    ),
-    "blank FACTORY_MANIFEST_STORE": (
-        lambda t: {"FACTORY_MANIFEST_STORE": "   "},
-        [],
-        ["FACTORY_MANIFEST_STORE is empty"],
-    ),
-    "~nosuchuser in FACTORY_MANIFEST_STORE": (
-        lambda t: {"FACTORY_MANIFEST_STORE": "~nosuchuser-factory/manifest.json"},
-        [],
-        ["FACTORY_MANIFEST_STORE", "cannot expand '~'"],
-    ),
-    "loop in FACTORY_MANIFEST_STORE": (
-        lambda t: {"FACTORY_MANIFEST_STORE": loop(t)},
-        [],
-        ["FACTORY_MANIFEST_STORE", "symlink loop"],
-    ),
-    "loop below FACTORY_MANIFEST_STORE": (
-        lambda t: {"FACTORY_MANIFEST_STORE": loop(t) + "/manifest.json"},
-        [],
-        ["FACTORY_MANIFEST_STORE", "symlink loop"],
-    ),
-    "~nosuchuser in FACTORY_DATA_DIR": (
-        lambda t: {"FACTORY_DATA_DIR": "~nosuchuser-factory/data"},
-        [],
-        ["FACTORY_DATA_DIR", "cannot expand '~'"],
-    ),
-    "loop in FACTORY_DATA_DIR": (
-        lambda t: {"FACTORY_DATA_DIR": loop(t)},
-        [],
-        ["FACTORY_DATA_DIR", "symlink loop"],
-    ),
-    "loop in --manifest-store": (
-        lambda t: {},
-        ["--manifest-store", "LOOP"],
-        ["--manifest-store", "symlink loop"],
-    ),
-    "empty --manifest-store": (
-        lambda t: {},
-        ["--manifest-store", ""],
-        ["--manifest-store is empty"],
-    ),
-    "NaN FACTORY_RENDER_TIMEOUT_S": (
-        lambda t: {"FACTORY_RENDER_TIMEOUT_S": "nan"},
-        [],
-        ["FACTORY_RENDER_TIMEOUT_S"],
-    ),
-    "huge FACTORY_RENDER_TIMEOUT_S": (
-        lambda t: {"FACTORY_RENDER_TIMEOUT_S": "1e300"},
-        [],
-        ["FACTORY_RENDER_TIMEOUT_S"],
-    ),
-}
+STORE_VAR = "FACTORY_MANIFEST_STORE"
+# (what is wrong, the variable or option, its value or a function of a folder that makes it,
+#  words the message holds besides the variable's or option's name)
+BAD_SETTINGS = [
+    ("empty", STORE_VAR, "", [f"{STORE_VAR} is empty"]),
+    ("blank", STORE_VAR, "   ", [f"{STORE_VAR} is empty"]),
+    ("~nosuchuser in", STORE_VAR, "~nosuchuser-factory/manifest.json", ["cannot expand '~'"]),
+    ("loop in", STORE_VAR, loop, ["symlink loop"]),
+    ("loop below", STORE_VAR, lambda t: loop(t) + "/manifest.json", ["symlink loop"]),
+    ("~nosuchuser in", "FACTORY_DATA_DIR", "~nosuchuser-factory/data", ["cannot expand '~'"]),
+    ("loop in", "FACTORY_DATA_DIR", loop, ["symlink loop"]),
+    ("loop in", "--manifest-store", loop, ["symlink loop"]),
+    ("empty", "--manifest-store", "", ["--manifest-store is empty"]),
+    ("NaN", "FACTORY_RENDER_TIMEOUT_S", "nan", []),
+    ("huge", "FACTORY_RENDER_TIMEOUT_S", "1e300", []),
+]
 
 
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("command", COMMANDS)
-@pytest.mark.parametrize(("make_env", "args", "words"), SETTINGS.values(), ids=SETTINGS.keys())
-def test_unusable_setting_is_a_message(tmp_path, command, make_env, args, words):
+@pytest.mark.parametrize(
+    ("setting", "value", "words"),
+    [row[1:] for row in BAD_SETTINGS],
+    ids=[f"{what} {setting}" for what, setting, *_ in BAD_SETTINGS],
+)
+def test_unusable_setting_is_a_message(tmp_path, command, setting, value, words):
     store = write_store(tmp_path)
-    env = {"FACTORY_MANIFEST_STORE": str(store), **make_env(tmp_path)}
-    if "LOOP" in args:
+    if callable(value):
         (tmp_path / "x").mkdir()
-        args = [loop(tmp_path / "x") if a == "LOOP" else a for a in args]
+        value = value(tmp_path / "x")
+    env, args = {STORE_VAR: str(store)}, []
+    if setting.startswith("--"):
+        args = [setting, value]
+    else:
+        env[setting] = value
     result = invoke([*COMMANDS[command], *args], tmp_path, env)
-    check_refused(result, tmp_path, words)
+    check_refused(result, tmp_path, [setting, *words])
 
 
 @pytest.mark.parametrize("command", ["records", "matrix", "status"])
