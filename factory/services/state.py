@@ -8,7 +8,7 @@ files under one data dir laid out by `ServicePaths`, so the layout is written do
 
 import hashlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 Echo = Callable[[str], None]
@@ -29,41 +29,33 @@ class ServiceState:
 
 @dataclass(frozen=True)
 class ServicePaths:
-    """Where the local services keep their state under the data dir."""
+    """Where the local services keep their state: every path is set from the data dir when made."""
 
     data_dir: Path
+    state_file: Path = field(init=False)
+    lock_file: Path = field(init=False)
+    docker_dir: Path = field(init=False)
+    docker_socket: Path = field(init=False)
+    exec_root: Path = field(init=False)
+    registry_dir: Path = field(init=False)
+    base_dir: Path = field(init=False)
 
-    @property
-    def state_file(self) -> Path:
-        return self.data_dir / "services.json"
-
-    @property
-    def lock_file(self) -> Path:
-        return self.data_dir / "services.lock"
-
-    @property
-    def docker_dir(self) -> Path:
-        return self.data_dir / "docker"
-
-    @property
-    def docker_socket(self) -> Path:
-        return self.docker_dir / "docker.sock"
+    def __post_init__(self) -> None:
+        # dockerd puts containerd's sockets under its exec-root: a path under the data dir can
+        # exceed the unix socket limit, so use a short one, unique per data dir.
+        tag = hashlib.sha256(str(self.data_dir).encode()).hexdigest()[:10]
+        paths = {
+            "state_file": self.data_dir / "services.json",
+            "lock_file": self.data_dir / "services.lock",
+            "docker_dir": self.data_dir / "docker",
+            "docker_socket": self.data_dir / "docker" / "docker.sock",
+            "exec_root": Path("/run") / f"factory-docker-{tag}",
+            "registry_dir": self.data_dir / "registry",
+            "base_dir": self.data_dir / "base",
+        }
+        for name, path in paths.items():
+            object.__setattr__(self, name, path)  # a frozen dataclass's fields, set once here
 
     @property
     def docker_host(self) -> str:
         return f"unix://{self.docker_socket}"
-
-    @property
-    def exec_root(self) -> Path:
-        # dockerd puts containerd's sockets under its exec-root: a path under the data dir can
-        # exceed the unix socket limit, so use a short one, unique per data dir.
-        tag = hashlib.sha256(str(self.data_dir).encode()).hexdigest()[:10]
-        return Path("/run") / f"factory-docker-{tag}"
-
-    @property
-    def registry_dir(self) -> Path:
-        return self.data_dir / "registry"
-
-    @property
-    def base_dir(self) -> Path:
-        return self.data_dir / "base"
