@@ -1,8 +1,7 @@
 """What the local service parts share: the state each reports and where each keeps its files.
 
 Engine, registry, qemu and base images are separate modules; `factory.services.embedded` runs them
-in
-order. They all answer with a `ServiceState`, talk to the user through an `Echo`, and keep their
+in order. They all answer with a `ServiceState`, talk to the user through an `Echo`, and keep their
 files under one data dir laid out by `ServicePaths`, so the layout is written down once.
 """
 
