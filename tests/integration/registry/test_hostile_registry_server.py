@@ -280,36 +280,30 @@ def test_hostile_head_answers_are_clear_errors(hostile, name):
 
 
 TAGS_PATH = "/v2/factory/app/tags/list"
+
+
+def tags(body):
+    """A tags/list answer with this body."""
+    return answer(body, "application/json")
+
+
+def tags_page_linking_to(target: str):
+    """A first page of tags whose Link header sends the client on to `target`."""
+    return answer({"tags": ["a"]}, "application/json", headers={"Link": f'<{target}>; rel="next"'})
+
+
 TAG_CASES = {
-    "tag path escape": (answer({"tags": ["../../_catalog"]}, "application/json"), "tags[0]"),
-    "tag with newline": (answer({"tags": ["v1\nRUN x"]}, "application/json"), "tags[0]"),
-    "tag a number": (answer({"tags": [1]}, "application/json"), "tags[0]"),
-    "tags a string": (answer({"tags": "latest"}, "application/json"), "tags is not a list"),
-    "tags body not JSON": (answer(b"nope", "application/json"), "invalid JSON"),
+    "tag path escape": (tags({"tags": ["../../_catalog"]}), "tags[0]"),
+    "tag with newline": (tags({"tags": ["v1\nRUN x"]}), "tags[0]"),
+    "tag a number": (tags({"tags": [1]}), "tags[0]"),
+    "tags a string": (tags({"tags": "latest"}), "tags is not a list"),
+    "tags body not JSON": (tags(b"nope"), "invalid JSON"),
     "next page on another host": (
-        answer(
-            {"tags": ["a"]},
-            "application/json",
-            headers={"Link": '<http://evil.example/v2/x/tags/list>; rel="next"'},
-        ),
+        tags_page_linking_to("http://evil.example/v2/x/tags/list"),
         "Link header",
     ),
-    "next page elsewhere on this host": (
-        answer(
-            {"tags": ["a"]},
-            "application/json",
-            headers={"Link": '</v2/_catalog?n=1>; rel="next"'},
-        ),
-        "Link header",
-    ),
-    "next page for ever": (
-        answer(
-            {"tags": ["a"]},
-            "application/json",
-            headers={"Link": f'<{TAGS_PATH}?last=a>; rel="next"'},
-        ),
-        "pages",
-    ),
+    "next page elsewhere on this host": (tags_page_linking_to("/v2/_catalog?n=1"), "Link header"),
+    "next page for ever": (tags_page_linking_to(f"{TAGS_PATH}?last=a"), "pages"),
 }
 
 

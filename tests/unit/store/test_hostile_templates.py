@@ -56,20 +56,18 @@ TEMPLATES = [
     ("stage twice", HEAD[:-1] + " AS x\n" + HEAD[:-1] + " AS x\n", ["line 2", "twice"]),
     ("stage name bad", HEAD[:-1] + " AS 1x\n", ["line 1", "not valid"]),
     ("from stage later", "FROM later\n" + HEAD[:-1] + " AS later\n", ["line 1"]),
-    ("copy from image", HEAD + "COPY --from=alpine /x /x\n", ["line 2", "copies or mounts"]),
-    ("copy from index", HEAD + "COPY --from=1 /x /x\n", ["line 2", "copies or mounts"]),
-    ("copy from bare", HEAD + "COPY --from /x /x\n", ["line 2", "copies or mounts"]),
-    ("copy FROM upper", HEAD + "COPY --FROM=alpine /x /x\n", ["line 2", "copies or mounts"]),
-    ("add from image", HEAD + "ADD --from=alpine /x /x\n", ["line 2", "copies or mounts"]),
-    (
-        "mount from image",
-        HEAD + "RUN --mount=type=bind,from=alpine,target=/m true\n",
-        ["line 2", "copies or mounts"],
-    ),
-    (
-        "mount quoted",
-        HEAD + 'RUN --mount="type=bind, from=alpine" true\n',
-        ["line 2", "copies or mounts"],
+    # A second line that takes files from another image: the pinned base must be the only one.
+    *(
+        (name, HEAD + line, ["line 2", "copies or mounts"])
+        for name, line in [
+            ("copy from image", "COPY --from=alpine /x /x\n"),
+            ("copy from index", "COPY --from=1 /x /x\n"),
+            ("copy from bare", "COPY --from /x /x\n"),
+            ("copy FROM upper", "COPY --FROM=alpine /x /x\n"),
+            ("add from image", "ADD --from=alpine /x /x\n"),
+            ("mount from image", "RUN --mount=type=bind,from=alpine,target=/m true\n"),
+            ("mount quoted", 'RUN --mount="type=bind, from=alpine" true\n'),
+        ]
     ),
     ("heredoc FROM", HEAD + "RUN <<EOF\nFROM alpine\nEOF\n", ["line 3", "older engines"]),
     ("heredoc open", HEAD + "RUN <<EOF\necho hi\n", ["line 2", "not terminated"]),
@@ -188,32 +186,35 @@ TEMPLATES = [
     ),
 ]
 
-# (id, fragment text, words the message must contain besides "line")
+# (id, fragment text, words the message must contain besides the fragment's path and "line")
 FRAGMENTS = [
-    ("FROM", "FROM alpine\n", [FRAGMENT, "line 1", "FROM in a fragment"]),
-    ("from lower", "RUN true\nfrom alpine AS x\n", [FRAGMENT, "line 2", "FROM in a fragment"]),
-    ("FROM indented", "RUN true\n  \tFROM alpine\n", [FRAGMENT, "line 2", "FROM"]),
-    ("FROM base", "FROM 127.0.0.1:5000/factory/base/busybox:1.35\n", [FRAGMENT, "FROM"]),
-    ("ONBUILD FROM", "ONBUILD FROM alpine\n", [FRAGMENT, "line 1", "FROM"]),
-    ("heredoc FROM", "RUN <<EOF\nFROM alpine\nEOF\n", [FRAGMENT, "line 2", "older engines"]),
-    ("heredoc dash", "RUN <<-EOF\n\tFROM alpine\n\tEOF\n", [FRAGMENT, "line 2"]),
-    ("heredoc open", "RUN <<EOF\necho hi\n", [FRAGMENT, "line 1", "not terminated"]),
-    ("syntax", "# syntax=evil/frontend\nRUN true\n", [FRAGMENT, "line 1", "parser directive"]),
-    ("syntax later", "RUN true\n# syntax=evil\n", [FRAGMENT, "line 2", "parser directive"]),
-    ("escape", "# escape=`\nRUN true\n", [FRAGMENT, "line 1", "parser directive"]),
-    ("check", "#check=skip=all\nRUN true\n", [FRAGMENT, "line 1", "parser directive"]),
-    ("c-style syntax", "// syntax=evil\n", [FRAGMENT, "line 1", "parser directive"]),
-    ("trailing backslash", "RUN echo \\\n", [FRAGMENT, "line 1", "join it to the next"]),
-    ("backslash then comment", "RUN echo \\\n# c\n", [FRAGMENT, "line 1", "join"]),
-    ("unknown", "ECHO hi\n", [FRAGMENT, "line 1", "unknown instruction"]),
-    ("nbsp FROM", "FROM\u00a0alpine\n", [FRAGMENT, "line 1", "unknown instruction"]),
-    ("NUL", "RUN true\x00\n", [FRAGMENT, "line 1", "control character"]),
-    ("bare CR", "RUN true\rFROM alpine\n", [FRAGMENT, "line 1", "control character"]),
-    ("escape sequence", "RUN echo \x1b]0;x\x07\n", [FRAGMENT, "control character"]),
-    ("long line", "RUN echo " + "x" * 70_000 + "\n", [FRAGMENT, "longer than"]),
-    ("copy from image", "COPY --from=alpine /x /x\n", [TEMPLATE, "copies or mounts"]),
-    ("mount from image", "RUN --mount=from=alpine,target=/m true\n", [TEMPLATE, "copies"]),
-    ("ARG then FROM", "ARG X\nFROM alpine\n", [FRAGMENT, "line 2", "FROM"]),
+    ("FROM", "FROM alpine\n", ["line 1", "FROM in a fragment"]),
+    ("from lower", "RUN true\nfrom alpine AS x\n", ["line 2", "FROM in a fragment"]),
+    ("FROM indented", "RUN true\n  \tFROM alpine\n", ["line 2", "FROM"]),
+    ("FROM base", "FROM 127.0.0.1:5000/factory/base/busybox:1.35\n", ["FROM"]),
+    ("ONBUILD FROM", "ONBUILD FROM alpine\n", ["line 1", "FROM"]),
+    ("heredoc FROM", "RUN <<EOF\nFROM alpine\nEOF\n", ["line 2", "older engines"]),
+    ("heredoc dash", "RUN <<-EOF\n\tFROM alpine\n\tEOF\n", ["line 2"]),
+    ("heredoc open", "RUN <<EOF\necho hi\n", ["line 1", "not terminated"]),
+    ("syntax", "# syntax=evil/frontend\nRUN true\n", ["line 1", "parser directive"]),
+    ("syntax later", "RUN true\n# syntax=evil\n", ["line 2", "parser directive"]),
+    ("escape", "# escape=`\nRUN true\n", ["line 1", "parser directive"]),
+    ("check", "#check=skip=all\nRUN true\n", ["line 1", "parser directive"]),
+    ("c-style syntax", "// syntax=evil\n", ["line 1", "parser directive"]),
+    ("trailing backslash", "RUN echo \\\n", ["line 1", "join it to the next"]),
+    ("backslash then comment", "RUN echo \\\n# c\n", ["line 1", "join"]),
+    ("unknown", "ECHO hi\n", ["line 1", "unknown instruction"]),
+    ("nbsp FROM", "FROM\u00a0alpine\n", ["line 1", "unknown instruction"]),
+    ("NUL", "RUN true\x00\n", ["line 1", "control character"]),
+    ("bare CR", "RUN true\rFROM alpine\n", ["line 1", "control character"]),
+    ("escape sequence", "RUN echo \x1b]0;x\x07\n", ["control character"]),
+    ("long line", "RUN echo " + "x" * 70_000 + "\n", ["longer than"]),
+    ("ARG then FROM", "ARG X\nFROM alpine\n", ["line 2", "FROM"]),
+]
+# Fragment text that is refused once rendered: the message names the template and its line.
+FRAGMENTS_REFUSED_IN_THE_TEMPLATE = [
+    ("copy from image", "COPY --from=alpine /x /x\n", ["copies or mounts"]),
+    ("mount from image", "RUN --mount=from=alpine,target=/m true\n", ["copies"]),
 ]
 
 # Accepted on purpose (documented harmless): validate passes.
@@ -267,13 +268,20 @@ def assert_refused(result, tmp_path: Path, before: dict, store: Path, words: lis
 
 
 # Where each hostile text is planted, and what the message names besides the text's own words:
-# a template by its quoted name and line, a fragment by its line.
+# a template by its quoted name and line, a fragment by its path and line.
 HOSTILE = [
     *(
         (f"template-{name}", TEMPLATE, text, [f'"{TEMPLATE}"', "line", *words])
         for name, text, words in TEMPLATES
     ),
-    *((f"fragment-{name}", FRAGMENT, text, ["line", *words]) for name, text, words in FRAGMENTS),
+    *(
+        (f"fragment-{name}", FRAGMENT, text, [FRAGMENT, "line", *words])
+        for name, text, words in FRAGMENTS
+    ),
+    *(
+        (f"fragment-{name}", FRAGMENT, text, [TEMPLATE, "line", *words])
+        for name, text, words in FRAGMENTS_REFUSED_IN_THE_TEMPLATE
+    ),
 ]
 
 
