@@ -44,3 +44,17 @@ def manifest(fragments=None, platforms=("linux/amd64",), tests=("smoke",)) -> di
         "tests": list(tests),
         "priority": "normal",
     }
+
+
+def store_with_suite(
+    tmp_path: Path, manifest_id: str, suite: str, script: str, *, timeout_s: int, after_smoke=False
+) -> Path:
+    """The example store with one manifest that runs the shell `script` as test suite `suite`
+    (tests/<suite>.sh), alone or after the smoke suite."""
+    rel = f"tests/{suite}.sh"
+    return example_store_copy(
+        tmp_path,
+        {manifest_id: manifest(tests=["smoke", suite] if after_smoke else [suite])},
+        suites={suite: {"path": rel, "timeout_s": timeout_s}},
+        files={rel: script},
+    )

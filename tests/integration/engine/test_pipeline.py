@@ -14,7 +14,7 @@ from factory.registry.names import split_image
 from factory.supply_chain.sbom import validate_sbom
 from factory.supply_chain.verify import verify_build
 from tests.integration.chain_run import materialize_chain
-from tests.integration.stores import example_store_copy, manifest
+from tests.integration.stores import example_store_copy, manifest, store_with_suite
 
 pytestmark = pytest.mark.integration
 
@@ -98,16 +98,8 @@ def test_combination_passes_end_to_end(services, tmp_path, platform):
 
 
 def test_failing_suite_gives_fail_with_its_output_in_the_error_file(services, tmp_path):
-    store = example_store_copy(
-        tmp_path,
-        {"failing": manifest(tests=["smoke", "broken"])},
-        suites={"broken": {"path": "tests/broken.sh", "timeout_s": 30}},
-        files={
-            "tests/broken.sh": (
-                "#!/bin/sh\necho 'checking widgets'\necho 'widget 7 is bent' >&2\nexit 3\n"
-            )
-        },
-    )
+    script = "#!/bin/sh\necho 'checking widgets'\necho 'widget 7 is bent' >&2\nexit 3\n"
+    store = store_with_suite(tmp_path, "failing", "broken", script, timeout_s=30, after_smoke=True)
     result, records = materialize(services, store, tmp_path / "data", "failing", "linux/amd64")
     assert not result.success
     [record] = records
@@ -145,12 +137,8 @@ def test_broken_fragment_gives_error_at_stage_build(services, tmp_path):
 
 
 def test_timed_out_suite_gives_fail(services, tmp_path):
-    store = example_store_copy(
-        tmp_path,
-        {"slow": manifest(tests=["sleepy"])},
-        suites={"sleepy": {"path": "tests/sleepy.sh", "timeout_s": 2}},
-        files={"tests/sleepy.sh": "#!/bin/sh\necho started\nsleep 60\n"},
-    )
+    script = "#!/bin/sh\necho started\nsleep 60\n"
+    store = store_with_suite(tmp_path, "slow", "sleepy", script, timeout_s=2)
     result, records = materialize(services, store, tmp_path / "data", "slow", "linux/amd64")
     assert not result.success
     [record] = records

@@ -5,7 +5,7 @@ import pytest
 
 from factory.records.store import LocalRecordStore
 from tests.integration.chain_run import materialize_chain
-from tests.integration.stores import example_store_copy, manifest
+from tests.integration.stores import example_store_copy, manifest, store_with_suite
 
 pytestmark = pytest.mark.integration
 QUICK = dg.RetryPolicy(max_retries=2, delay=0.1, backoff=dg.Backoff.EXPONENTIAL)
@@ -32,12 +32,8 @@ def test_unreachable_registry_is_retried_then_recorded_once(services, tmp_path):
 
 
 def test_failing_test_is_not_retried(services, tmp_path):
-    store = example_store_copy(
-        tmp_path,
-        {"retry_me": manifest(tests=["nope"])},
-        suites={"nope": {"path": "tests/nope.sh", "timeout_s": 10}},
-        files={"tests/nope.sh": "#!/bin/sh\necho no >&2\nexit 1\n"},
-    )
+    script = "#!/bin/sh\necho no >&2\nexit 1\n"
+    store = store_with_suite(tmp_path, "retry_me", "nope", script, timeout_s=10)
     result, retries, records = run_chain(store, tmp_path / "data", services.registry)
     assert not result.success and retries == []
     [record] = records
