@@ -42,14 +42,6 @@ FIGURES: tuple[str, ...] = tuple(
     name for name in RecordFigures.__dataclass_fields__ if name not in COPIED
 )
 
-FIGURE_TYPES: dict[str, type | tuple[type, ...]] = {
-    **dict.fromkeys(COPIED, str),
-    **dict.fromkeys(("build_s", "test_s", "sbom_s"), (int, float)),
-    **dict.fromkeys(("cache_steps", "cache_cached", "image_size_bytes", "image_layers"), int),
-    "rebuilt": bool,
-}
-NULLABLE_FIGURES = {"build_s", "test_s", "sbom_s", "image_size_bytes", "image_layers", "rebuilt"}
-
 
 class RecordsIndexError(FactoryError):
     """The index database cannot be used (unreachable, refused, corrupt)."""
@@ -282,17 +274,29 @@ def light_record(row) -> LightRecord:
     )
 
 
+@cache
+def _figure_columns() -> tuple[tuple[str, type | tuple[type, ...], bool], ...]:
+    """(name, the Python type it reads back as, nullable) for each field of `RecordFigures`, as
+    the table declares them."""
+    records = tables()[1]
+    out = []
+    for name in RecordFigures.__dataclass_fields__:
+        column = records.c[name]
+        kind = column.type.python_type
+        out.append((name, (int, float) if kind is float else kind, bool(column.nullable)))
+    return tuple(out)
+
+
 def figures_row(row) -> RecordFigures:
     """The figures of an index row; a TypeError when a column holds what the index never writes
     (the index file is a cache anyone could have changed)."""
     values = tuple(row)
-    for name, value in zip(RecordFigures.__dataclass_fields__, values, strict=True):
-        expected = FIGURE_TYPES[name]
-        if not (isinstance(value, expected) or (value is None and name in NULLABLE_FIGURES)):
+    for (name, kind, nullable), value in zip(_figure_columns(), values, strict=True):
+        if value is None and nullable:
+            continue
+        # bool is an int to isinstance; only the boolean column may hold one.
+        if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
             msg = f"column {name} holds {type(value).__name__}"
-            raise TypeError(msg)
-        if isinstance(value, bool) and expected is not bool:
-            msg = f"column {name} holds a boolean"
             raise TypeError(msg)
     return RecordFigures(*values)
 
