@@ -8,12 +8,6 @@ per-manifest ones), so steps are matched to Dockerfile instructions by their nor
 import re
 from dataclasses import dataclass
 
-_STEP_RE = re.compile(r"^#(\d+) \[(?:[^\]]*? )?(\d+)/(\d+)\] (.*)$")
-_CACHED_RE = re.compile(r"^#(\d+) CACHED\s*$")
-_IMPORT_RE = re.compile(r"^#\d+ importing cache manifest from (\S+)\s*$")
-_CONTINUATION_RE = re.compile(r"\\\n")
-_SPACE_RE = re.compile(r"\s+")
-
 
 @dataclass(frozen=True)
 class BuildStep:
@@ -27,6 +21,14 @@ class BuildStep:
     @property
     def keyword(self) -> str:
         return self.instruction.split(" ", 1)[0].upper()
+
+
+# BuildKit's plain progress lines: a step header, a cache hit, a cache import.
+_STEP_RE = re.compile(r"^#(\d+) \[(?:[^\]]*? )?(\d+)/(\d+)\] (.*)$")
+_CACHED_RE = re.compile(r"^#(\d+) CACHED\s*$")
+_IMPORT_RE = re.compile(r"^#\d+ importing cache manifest from (\S+)\s*$")
+_CONTINUATION_RE = re.compile(r"\\\n")
+_SPACE_RE = re.compile(r"\s+")
 
 
 def normalize_instruction(text: str) -> str:

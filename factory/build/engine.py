@@ -34,8 +34,6 @@ TEST_MEMORY = "512m"
 TEST_PIDS = 256
 TEST_TMPFS = "64m"
 
-_DIGEST_RE = re.compile(r"digest: (sha256:[0-9a-f]{64})")
-
 
 @dataclass(frozen=True)
 class BuildResult:
@@ -101,6 +99,10 @@ class SuiteContainer(TypedDict):
     environment: dict[str, str]
     read_only_root: NotRequired[bool]
     gpu: NotRequired[bool]
+
+
+# The digest `docker push` prints for the manifest it pushed.
+_DIGEST_RE = re.compile(r"digest: (sha256:[0-9a-f]{64})")
 
 
 class Engine:

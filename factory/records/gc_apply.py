@@ -26,8 +26,6 @@ REGISTRY_BINARY = "docker-registry"
 COLLECT_TIMEOUT_S = 1800.0
 PROBE_TIMEOUT_S = 2.0
 OUTPUT_TAIL_LINES = 20
-# A distribution config is a few hundred bytes; anything this large is not one.
-MAX_CONFIG_BYTES = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -112,6 +110,10 @@ def local_registry_config(data_dir: Path, registry: str) -> Path | None:
     address = config_address(read_registry_config(path))
     wanted = registry.split("://", 1)[-1].rstrip("/").replace("localhost", "127.0.0.1", 1)
     return path if address == wanted else None
+
+
+# A distribution config is a few hundred bytes; anything this large is not one.
+MAX_CONFIG_BYTES = 1024 * 1024
 
 
 def read_registry_config(config: Path) -> dict:

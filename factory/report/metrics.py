@@ -65,25 +65,18 @@ def build_metrics(record: CompatibilityRecord) -> BuildMetrics:
 
 def figures_metrics(figures: RecordFigures) -> BuildMetrics:
     """The metrics of one build attempt from its figures (a record's, or the index's columns)."""
-    rebuilt = figures.rebuilt
-    steps, cached = figures.cache_steps, figures.cache_cached
-    return BuildMetrics(
-        build_id=figures.build_id,
-        manifest_id=figures.manifest_id,
-        platform=figures.platform,
-        pool=figures.pool,
-        status=figures.status,
+    # The same fields under the same names, but for three that metrics read differently: the
+    # time as a datetime, no build time or cache ratio for a re-test that did not rebuild, and
+    # `layers` for the image's layer count.
+    values = asdict(figures)
+    values["layers"] = values.pop("image_layers")
+    rebuilt, steps, cached = figures.rebuilt, figures.cache_steps, figures.cache_cached
+    values.update(
         finished_at=parse_time(figures.finished_at),
         build_s=None if rebuilt is False else figures.build_s,
-        test_s=figures.test_s,
-        sbom_s=figures.sbom_s,
-        cache_steps=steps,
-        cache_cached=cached,
         cache_hit_ratio=cached / steps if steps > 0 and rebuilt is not False else None,
-        image_size_bytes=figures.image_size_bytes,
-        layers=figures.image_layers,
-        rebuilt=rebuilt,
     )
+    return BuildMetrics(**values)
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:
