@@ -116,8 +116,11 @@ def copy_base(source: str, target: str) -> dict[str, str]:
     return platforms
 
 
-def store_copy(folder: Path, registry: str) -> Path:
-    """The example store under `folder`, its bases pulled from `registry`."""
+def store_copy(folder: Path, registry: str, copies: int = 1) -> Path:
+    """The example store under `folder`, its bases pulled from `registry`; with `copies` > 1,
+    each manifest also appears as `<id>_c2` ... `<id>_c<copies>`: the same recipe under another
+    id, so another image to build (the id is in the Dockerfile and the build key) whose stable
+    layers are the same."""
     root = folder / "store"
     shutil.copytree(EXAMPLE, root)
     path = root / "manifest.json"
@@ -125,6 +128,10 @@ def store_copy(folder: Path, registry: str) -> Path:
     for base in data["bases"].values():
         _, repository = split_image(base["image"])
         base["image"] = f"{registry}/{repository}"
+    manifests = data["manifests"]
+    for manifest_id, manifest in list(manifests.items()):
+        for n in range(2, copies + 1):
+            manifests[f"{manifest_id}_c{n}"] = manifest
     path.write_text(json.dumps(data, indent=2))
     return path
 
@@ -189,11 +196,15 @@ class Timed:
 
 
 @contextlib.contextmanager
-def workspace(folder: Path, source_registry: str = DEFAULT_REGISTRY) -> Iterator[Workspace]:
-    """A fresh registry with only the base in it, and a store copy pointing at it."""
+def workspace(
+    folder: Path, source_registry: str = DEFAULT_REGISTRY, copies: int = 1
+) -> Iterator[Workspace]:
+    """A fresh registry with only the base in it, and a store copy pointing at it (`copies`:
+    see store_copy)."""
     with temp_registry(folder / "registry") as address:
         copy_base(source_registry, address)
-        yield Workspace(root=folder, store=store_copy(folder, address), registry=address)
+        store = store_copy(folder, address, copies)
+        yield Workspace(root=folder, store=store, registry=address)
 
 
 def summarize(ws: Workspace, records: list[CompatibilityRecord]) -> dict:

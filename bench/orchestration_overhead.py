@@ -1,6 +1,6 @@
 """What Dagster and record keeping cost: the example matrix by a shell loop vs `factory run`.
 
-    .venv/bin/python -m bench.orchestration_overhead [--parallel 2] [--repeat 3]
+    .venv/bin/python -m bench.orchestration_overhead [--parallel 2] [--repeat 3] [--copies 1]
 
 Needs root and `factory services up`. Both sides build the same Dockerfiles (rendered by the same
 code as `factory render`), with the same BuildKit flags (`--platform`, inline cache,
@@ -17,6 +17,10 @@ engine, measured from the same two states:
 - cached: the same engines and registries again, everything in cache (`factory run --force`).
 
 It also times `factory --help` (the fixed cost of starting the command), median of five.
+
+`--copies N` makes the matrix N times larger (each manifest again under N-1 other ids, the same
+recipe, so N x 7 images to build): the fixed cost of `factory run` is spread over more
+combinations, and the ratio tends to the per-combination one.
 
 Each state is measured `--repeat` times (fresh engines and registries for every cold round);
 the ratio is Dagster wall time over shell wall time, medians.
@@ -155,12 +159,12 @@ def run_dagster(ws: Workspace, host: str, parallel: int, *, force: bool) -> dict
     return {"seconds": round(run.seconds, 2), **figures}
 
 
-def one_round(tmp: Path, parallel: int) -> list[dict]:
+def one_round(tmp: Path, parallel: int, copies: int) -> list[dict]:
     """Cold then cached, for both sides, each side on its own engine and registry."""
     rows = []
     with (
-        workspace(tmp / "shell") as shell_ws,
-        workspace(tmp / "dagster") as dagster_ws,
+        workspace(tmp / "shell", copies=copies) as shell_ws,
+        workspace(tmp / "dagster", copies=copies) as dagster_ws,
         extra_engine(tmp) as shell_host,
         extra_engine(tmp) as dagster_host,
     ):
@@ -186,19 +190,28 @@ def one_round(tmp: Path, parallel: int) -> list[dict]:
 
 
 def main() -> None:
-    args = rounds_parser(__doc__.splitlines()[0]).parse_args()
+    parser = rounds_parser(__doc__.splitlines()[0])
+    parser.add_argument(
+        "--copies",
+        type=int,
+        choices=range(1, 21),
+        default=1,
+        metavar="N",
+        help="the example matrix N times over, under other manifest ids (1-20; default 1)",
+    )
+    args = parser.parse_args()
     clock = HostClock()
 
     def round_in_tmp() -> list[dict]:
         # Short: the engines' unix sockets live under it.
         tmp = Path(tempfile.mkdtemp(prefix="fx-"))
         try:
-            return one_round(tmp, args.parallel)
+            return one_round(tmp, args.parallel, args.copies)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 
     rows = [row for each in repeat_rounds(args.repeat, round_in_tmp) for row in each]
-    summary = {"parallel": args.parallel, "repeat": args.repeat}
+    summary = {"parallel": args.parallel, "repeat": args.repeat, "copies": args.copies}
     print()
     for state in ("cold", "unchanged", "cached"):
         mine = [r for r in rows if r["state"] == state]

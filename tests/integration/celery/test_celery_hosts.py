@@ -1,13 +1,11 @@
 """Celery mode on several "hosts": real broker, PostgreSQL, moto S3, registry, qemu, engines.
 
 Each host is its own dockerd (`factory.services.extra_engine`) and each worker a real `factory
-worker`
-subprocess with its own data dir and DAGSTER_HOME (PostgreSQL, deploy/dagster.yaml's
-storage).
-The broker is Redis, started by the project's own code (`factory.services.local_broker.broker_up`)
-on a
-free loopback port, and stopped by its recorded PID. Workers share only the registry, PostgreSQL
-and the S3 bucket. The slow set-up is done once for the module; the tests run in file order:
+worker` subprocess with its own data dir and DAGSTER_HOME (PostgreSQL, deploy/dagster.yaml's
+storage). The broker is Redis, started by the project's own code
+(`factory.services.local_broker.broker_up`) on a free loopback port, and stopped by its recorded
+PID. Workers share only a registry of their own (started for the module), PostgreSQL and the S3
+bucket. The slow set-up is done once for the module; the tests run in file order:
 
 1. the example matrix: amd64 steps run on worker A (engine A), arm64 ones on worker B (engine B);
 2. a third amd64 worker on an empty engine C rebuilds every amd64 image from the registry cache;
@@ -33,6 +31,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.isolated import temp_registry
 from factory.records.model import CompatibilityRecord
 from factory.records.s3_store import S3RecordStore
 from factory.services.extra_engine import start_extra_engine, stop_extra_engine
@@ -234,13 +233,18 @@ def cluster(services, tmp_path_factory) -> Iterator[Cluster]:
         with (
             postgres_server() as pg,
             moto_server(tmp_path_factory.mktemp("moto-celery")) as s3,
+            # The hosts' own registry (the base still comes from the project's): every image and
+            # cache ref in it was built by these hosts. A cache ref that another engine's build
+            # imported from a third engine's ref can lack layers in Docker 20.10's inline cache
+            # (docs/performance.md), and the shared registry holds refs from every other test.
+            temp_registry(root / "registry") as registry,
         ):
             bucket = s3.new_bucket()
             env = {k: v for k, v in os.environ.items() if not k.startswith(("FACTORY_", "DAGSTER"))}
             env.update(
                 {
                     **pg.dagster_env(),
-                    "FACTORY_REGISTRY": services.registry,
+                    "FACTORY_REGISTRY": registry,
                     "FACTORY_MANIFEST_STORE": str(store),
                     "FACTORY_CELERY_BROKER": broker,
                     "FACTORY_CELERY_BACKEND": f"redis://127.0.0.1:{port}/1",
@@ -347,8 +351,7 @@ def test_each_pool_runs_on_its_own_host(cluster):
 
 def test_fresh_host_builds_from_the_registry_cache(cluster):
     ids = [arg for mid in EXAMPLE_MANIFESTS for arg in ("--manifest-id", mid)]
-    # Host A builds (images may have been reused above) and pushes the cache refs; the registry is
-    # shared with other tests, so this makes its cache hold exactly these layers right now.
+    # Host A builds again (forced) and pushes the cache refs, from the layers it built above.
     code, out = cluster.run("run", "--force", "--platform", "linux/amd64", *ids)
     assert code == 0, f"{out}\n{cluster.worker_logs()}"
     [worker_a] = [w for w in cluster.workers if w.name == "host-a"]

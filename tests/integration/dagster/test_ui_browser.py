@@ -214,6 +214,19 @@ def _matrix_with_all(instance: dg.DagsterInstance):
     return None
 
 
+def _finished_runs(instance: dg.DagsterInstance, backfill_id: str, deadline: float, server):
+    """The backfill's runs once each has finished. A run writes its record (which the matrix
+    follows) inside its step, so the matrix can show the last record a moment before that run
+    itself ends."""
+    runs_filter = dg.RunsFilter(tags={"dagster/backfill": backfill_id})
+    while time.monotonic() < deadline:
+        runs = instance.get_runs(runs_filter)
+        if runs and all(run.is_finished for run in runs):
+            return runs
+        time.sleep(1)
+    pytest.fail(f"backfill runs not finished in time:\n{server.log_tail()}")
+
+
 def test_backfill_every_partition_of_a_platform_from_the_ui(backfill_ui: UiServer, tmp_path):
     server = backfill_ui
     with browser_page(server, tmp_path) as page:
@@ -230,7 +243,7 @@ def test_backfill_every_partition_of_a_platform_from_the_ui(backfill_ui: UiServe
         else:
             pytest.fail(f"no matrix with every backfilled partition:\n{server.log_tail()}")
         [backfill] = instance.get_backfills()
-        runs = instance.get_runs(dg.RunsFilter(tags={"dagster/backfill": backfill.backfill_id}))
+        runs = _finished_runs(instance, backfill.backfill_id, deadline, server)
         # One run per partition, each in the amd64 pool by its assets (no factory tags).
         assert sorted(r.tags["dagster/partition"] for r in runs) == sorted(BACKFILL)
         for run in runs:
