@@ -1,49 +1,29 @@
 """Preparing the Dagster instance at DAGSTER_HOME; keeping its partitions in step with the store."""
 
-import os
-import shutil
 from pathlib import Path
 
 import dagster as dg
-import yaml
 
 from factory.platforms import PLATFORMS
-from factory.settings import PROJECT_ROOT, Settings
+from factory.services.dagster_home import write_instance_config
+from factory.settings import Settings
 from factory.store.load import LoadedStore
 from factory_assets.partitions import PARTITIONS
 from factory_assets.pools import apply_pool_limits
 
-INSTANCE_CONFIG = PROJECT_ROOT / "dagster.yaml"
-
 
 def prepare_dagster_home(settings: Settings, *, apply_limits: bool = True) -> Path:
-    """Create DAGSTER_HOME with the project's dagster.yaml and export it for child processes.
+    """Create DAGSTER_HOME with the project's dagster.yaml and export it for child processes
+    (factory/services/dagster_home.py).
 
     Also writes the repo's pool limits (`factory.pools`) into the instance, so runs launched from
-    the UI, sensors, backfills and the CLI all queue by pool. A dagster.yaml that names a storage
-    of its own (PostgreSQL, as in deploy/dagster.yaml for the several-hosts shape) is the
-    operator's instance and is left as it is.
+    the UI, sensors, backfills and the CLI all queue by pool.
     """
-    home = settings.dagster_home
-    home.mkdir(parents=True, exist_ok=True)
-    target = home / "dagster.yaml"
-    if not target.exists() or (
-        target.read_bytes() != INSTANCE_CONFIG.read_bytes() and not _names_storage(target)
-    ):
-        shutil.copyfile(INSTANCE_CONFIG, target)
-    os.environ["DAGSTER_HOME"] = str(home)
+    home = write_instance_config(settings.dagster_home)
     if apply_limits:  # readers (`factory status`) leave the limits to the commands that launch
         with dg.DagsterInstance.from_config(str(home)) as instance:
             apply_pool_limits(instance)
     return home
-
-
-def _names_storage(config: Path) -> bool:
-    try:
-        loaded = yaml.safe_load(config.read_text())
-    except (OSError, yaml.YAMLError):
-        return False
-    return isinstance(loaded, dict) and bool(loaded.get("storage"))
 
 
 def partition_requests(

@@ -1,4 +1,4 @@
-"""`factory run`: materialize planned combinations through the Dagster instance at DAGSTER_HOME.
+"""`factory run`'s Dagster side: what its worker processes (factory/workers/run_pool.py) do.
 
 Each combination is one run of its platform's build job, executed in a worker process against the
 instance, so the runs, their steps and materializations appear in `dagster dev` afterwards exactly
@@ -13,31 +13,20 @@ pool, on whatever host, to run it. The instance must then be one every worker re
 """
 
 import atexit
+import contextlib
 import logging
-import multiprocessing
 import os
 import sys
 import time
-from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass
+from pathlib import Path
 
 from factory.plan.decisions import PlanItem
 from factory.platforms import platform as lookup_platform
+from factory.workers.run_pool import RunOutcome
 from factory_assets.jobs import build_job_name, run_tags
 from factory_assets.platform_chain import chain_step_name
 
 QUIET_LOGGERS = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
-
-
-@dataclass(frozen=True)
-class RunOutcome:
-    manifest_id: str
-    platform: str
-    run_id: str | None
-    success: bool
-    message: str
-    seconds: float
 
 
 def _failure_message(result) -> str:
@@ -59,12 +48,22 @@ _WORKER_INSTANCE = None
 
 def _worker_instance():
     """This worker process's DagsterInstance, opened once: a worker runs many combinations, and
-    opening the instance (storage, migrations check) costs about half a second each time."""
+    opening the instance (storage, migrations check) costs about half a second each time. The
+    local SQLite instance is opened with its engines kept (factory_assets/sqlite_storage.py)."""
     global _WORKER_INSTANCE
     if _WORKER_INSTANCE is None:
         import dagster as dg
+        from dagster._core.instance.ref import InstanceRef
 
-        _WORKER_INSTANCE = dg.DagsterInstance.get()
+        from factory.services.dagster_home import names_storage
+        from factory_assets.sqlite_storage import kept_engine_overrides
+
+        home = os.environ.get("DAGSTER_HOME", "")
+        if os.path.isabs(home) and not names_storage(Path(home) / "dagster.yaml"):
+            ref = InstanceRef.from_dir(home, overrides=kept_engine_overrides(home))
+            _WORKER_INSTANCE = dg.DagsterInstance.from_ref(ref)
+        else:
+            _WORKER_INSTANCE = dg.DagsterInstance.get()
     return _WORKER_INSTANCE
 
 
@@ -135,12 +134,18 @@ def materialize_matrix() -> bool:
     return result.success
 
 
-def _load_code_location() -> None:
-    """Worker start-up: import the code location (the slow part: Dagster and every asset)."""
+def load_code_location() -> None:
+    """Worker start-up: import the code location (the slow part: Dagster and every asset) and
+    open the instance, while `factory run` is still planning; every worker's first run then
+    starts warm."""
     from factory_assets.definitions import defs
 
     defs.resolve_job_def("compatibility_matrix_job")
     atexit.register(_leave_without_teardown)
+    # An initializer that raises only breaks the pool: the first task that needs the instance
+    # opens it again and reports what is wrong there.
+    with contextlib.suppress(Exception):
+        _worker_instance()
 
 
 def _leave_without_teardown() -> None:
@@ -152,10 +157,6 @@ def _leave_without_teardown() -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)
-
-
-def _started() -> None:
-    """A no-op task: submitting one per worker starts them all at once."""
 
 
 def prepare_instance(sync: bool) -> tuple[str, int, int]:
@@ -171,86 +172,3 @@ def prepare_instance(sync: bool) -> tuple[str, int, int]:
     if sync:
         added, removed = sync_partitions(_worker_instance(), load_store(settings.manifest_store))
     return str(home), added, removed
-
-
-class Workers:
-    """`factory run`'s worker processes. They start as soon as the plan says there is work, and
-    each imports the code location once while the rest is prepared; every Dagster call of the
-    run (instance set-up, the combinations, the matrix) then happens in a warm worker, so the
-    `factory` process itself never imports Dagster."""
-
-    def __init__(self, parallel: int):
-        self.count = max(1, parallel)
-        self.prepared = None  # the instance set-up's future, when the caller submits one
-        self.pool = ProcessPoolExecutor(
-            max_workers=self.count,
-            mp_context=multiprocessing.get_context("spawn"),
-            initializer=_load_code_location,
-        )
-        for _ in range(self.count):
-            self.pool.submit(_started)
-
-    def __enter__(self) -> "Workers":
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self.pool.shutdown(wait=True, cancel_futures=True)
-
-    def call(self, fn: Callable, *args):
-        """Run fn(*args) in a worker and return its result (its exception is raised here)."""
-        return self.pool.submit(fn, *args).result()
-
-    def run(
-        self,
-        items: list[PlanItem],
-        *,
-        force_rebuild: bool,
-        on_start: Callable[[PlanItem], None],
-        on_done: Callable[[PlanItem, RunOutcome], None],
-        with_matrix: bool = True,
-    ) -> tuple[list[RunOutcome], bool]:
-        """Run the items, high priority first; then (`with_matrix`) the matrix assets. Returns
-        the outcomes and whether the matrix materialized."""
-        ordered = sorted(items, key=PlanItem.queue_order)
-        outcomes = []
-        futures = {}
-        for item in ordered:
-            futures[self.pool.submit(run_combination, item, force_rebuild)] = item
-            on_start(item)
-        for future in as_completed(futures):
-            item = futures[future]
-            try:
-                outcome = future.result()
-            except Exception as exc:  # a worker that died: report, keep the others going
-                outcome = RunOutcome(
-                    item.manifest_id, item.platform, None, False, f"worker failed: {exc}", 0.0
-                )
-            outcomes.append(outcome)
-            on_done(item, outcome)
-        if not with_matrix:
-            return outcomes, False
-        try:
-            matrix_ok = self.call(materialize_matrix)
-        except Exception:  # a worker that died: the caller warns
-            matrix_ok = False
-        return outcomes, matrix_ok
-
-
-def run_items(
-    items: list[PlanItem],
-    *,
-    parallel: int,
-    force_rebuild: bool,
-    on_start: Callable[[PlanItem], None],
-    on_done: Callable[[PlanItem, RunOutcome], None],
-    with_matrix: bool = True,
-) -> tuple[list[RunOutcome], bool]:
-    """Run the items `parallel` at a time in fresh workers, then (`with_matrix`) the matrix."""
-    with Workers(min(parallel, max(1, len(items)))) as workers:
-        return workers.run(
-            items,
-            force_rebuild=force_rebuild,
-            on_start=on_start,
-            on_done=on_done,
-            with_matrix=with_matrix,
-        )

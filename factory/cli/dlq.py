@@ -130,8 +130,8 @@ def requeue(build_id: str, manifest_store: str | None) -> None:
     from factory.records.model import utc_now
     from factory.records.selection import open_record_store
     from factory.records.store import RecordWatcher
+    from factory.workers.run_pool import run_items
     from factory_assets.instance import prepare_dagster_home
-    from factory_assets.launcher import run_items
     from factory_assets.partitions import PARTITIONS
 
     settings = settings_for(manifest_store)

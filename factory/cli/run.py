@@ -165,14 +165,14 @@ class _Run:
             self._through_dagster(workers, signing)
 
     def _workers(self, wanted: int):
-        from factory_assets.launcher import Workers, prepare_instance
+        from factory.services.dagster_home import write_instance_config
+        from factory.workers.run_pool import Workers
 
-        # The workers (and their runs) find the instance here; its dagster.yaml is written by
-        # their first task, before any run opens it.
-        os.environ["DAGSTER_HOME"] = str(self.settings.dagster_home)
+        # The workers (and their runs) find the instance here, and open it as they start.
+        write_instance_config(self.settings.dagster_home)
         workers = Workers(min(self.parallel, max(1, wanted)))
         sync = not self.state.partitions_synced(self.partitions)
-        workers.prepared = workers.pool.submit(prepare_instance, sync)
+        workers.prepared = workers.submit("prepare_instance", sync)
         return workers
 
     def _plan(self, *, manifest_ids, platforms, retry_failed) -> list:
@@ -233,7 +233,6 @@ class _Run:
 
     def _through_dagster(self, workers, signing: str | None) -> None:
         from factory.records.store import RecordWatcher
-        from factory_assets.launcher import materialize_matrix
 
         try:
             home, added, removed = workers.prepared.result()
@@ -269,7 +268,7 @@ class _Run:
             raise fail(exc) from None
         if not matrix_ran and not state.matrix_current(generation):
             try:
-                matrix_ok = workers.call(materialize_matrix)
+                matrix_ok = workers.call("materialize_matrix")
             except Exception:  # a worker that died: warned below
                 matrix_ok = False
             matrix_ran = True

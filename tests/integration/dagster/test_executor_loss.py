@@ -46,9 +46,9 @@ from factory.records.model import CompatibilityRecord
 from factory.records.store import LAYOUT, LocalRecordStore
 from factory.services import embedded as local_services
 from factory.services import server_process
+from factory.services.dagster_home import INSTANCE_CONFIG
 from factory.settings import PROJECT_ROOT
 from factory.supply_chain.verify import verify_build
-from factory_assets.instance import INSTANCE_CONFIG
 from factory_assets.partitions import partitions_name
 from factory_assets.pools import apply_pool_limits
 from tests.integration.stores import example_store_copy, manifest

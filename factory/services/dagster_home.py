@@ -1,0 +1,43 @@
+"""DAGSTER_HOME's dagster.yaml: the project's instance config, written without importing Dagster.
+
+`factory run` writes it before its workers start, so that each worker can open the instance while
+the plan is still being made; the pool limits and partitions that need Dagster are set by
+factory_assets/instance.py.
+"""
+
+import os
+import shutil
+from pathlib import Path
+
+import yaml
+
+from factory.settings import PROJECT_ROOT
+
+INSTANCE_CONFIG = PROJECT_ROOT / "dagster.yaml"
+# A dagster.yaml that names any of these configures its own storage (Dagster's `storage` key, or
+# the older one-key-per-storage form).
+STORAGE_KEYS = ("storage", "run_storage", "event_log_storage", "schedule_storage")
+
+
+def names_storage(config: Path) -> bool:
+    """Whether the dagster.yaml at `config` names a storage of its own (an operator's instance)."""
+    try:
+        loaded = yaml.safe_load(config.read_text())
+    except (OSError, yaml.YAMLError):
+        return False
+    return isinstance(loaded, dict) and any(loaded.get(key) for key in STORAGE_KEYS)
+
+
+def write_instance_config(home: Path) -> Path:
+    """Create `home` with the project's dagster.yaml and export it as DAGSTER_HOME for child
+    processes. A dagster.yaml that names a storage of its own (PostgreSQL, as in
+    deploy/dagster.yaml for the several-hosts shape) is the operator's instance and is left as
+    it is."""
+    home.mkdir(parents=True, exist_ok=True)
+    target = home / "dagster.yaml"
+    if not target.exists() or (
+        target.read_bytes() != INSTANCE_CONFIG.read_bytes() and not names_storage(target)
+    ):
+        shutil.copyfile(INSTANCE_CONFIG, target)
+    os.environ["DAGSTER_HOME"] = str(home)
+    return home

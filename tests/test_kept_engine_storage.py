@@ -1,0 +1,114 @@
+"""The workers' SQLite storage with kept engines writes what Dagster's own storage reads.
+
+A worker of `factory run` opens the local instance through factory_assets/sqlite_storage.py; the
+UI, the daemon and every other command open the same files with Dagster's SqliteStorage. Both are
+real instances on one temporary DAGSTER_HOME here, taking turns.
+"""
+
+import shutil
+from pathlib import Path
+
+import dagster as dg
+import pytest
+from dagster._core.instance.ref import InstanceRef
+
+from factory.services.dagster_home import INSTANCE_CONFIG, names_storage
+from factory_assets.sqlite_storage import (
+    MAX_ENGINES,
+    KeptEngineEventLogStorage,
+    KeptEngineRunStorage,
+    kept_engine_overrides,
+)
+
+PARTS = dg.DynamicPartitionsDefinition(name="kept_engine_parts")
+
+
+@dg.asset(partitions_def=PARTS)
+def part_asset(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+    return dg.MaterializeResult(metadata={"partition": context.partition_key})
+
+
+JOB = dg.define_asset_job("kept_engine_job", selection=[part_asset], partitions_def=PARTS)
+DEFS = dg.Definitions(assets=[part_asset], jobs=[JOB])
+
+
+@pytest.fixture
+def home(tmp_path) -> Path:
+    shutil.copyfile(INSTANCE_CONFIG, tmp_path / "dagster.yaml")
+    return tmp_path
+
+
+def kept(home: Path) -> dg.DagsterInstance:
+    ref = InstanceRef.from_dir(str(home), overrides=kept_engine_overrides(str(home)))
+    return dg.DagsterInstance.from_ref(ref)
+
+
+def stock(home: Path) -> dg.DagsterInstance:
+    return dg.DagsterInstance.from_config(str(home))
+
+
+def materialize(instance: dg.DagsterInstance, key: str) -> str:
+    result = DEFS.resolve_job_def(JOB.name).execute_in_process(instance=instance, partition_key=key)
+    assert result.success
+    return result.run_id
+
+
+def test_runs_written_with_kept_engines_read_by_dagsters_storage_and_back(home):
+    with kept(home) as worker, stock(home) as ui:
+        assert isinstance(worker.event_log_storage, KeptEngineEventLogStorage)
+        assert isinstance(worker.run_storage, KeptEngineRunStorage)
+        assert not isinstance(ui.event_log_storage, KeptEngineEventLogStorage)
+        worker.add_dynamic_partitions(PARTS.name, ["a", "b"])
+        assert set(ui.get_dynamic_partitions(PARTS.name)) == {"a", "b"}
+
+        # Taking turns on the same files: each sees the other's runs, events and assets.
+        first = materialize(worker, "a")
+        second = materialize(ui, "b")
+        third = materialize(worker, "a")
+        for reader in (worker, ui):
+            runs = {run.run_id: run for run in reader.get_runs()}
+            assert set(runs) == {first, second, third}
+            assert all(run.status == dg.DagsterRunStatus.SUCCESS for run in runs.values())
+            assert reader.get_materialized_partitions(part_asset.key) == {"a", "b"}
+            latest = reader.get_latest_materialization_event(part_asset.key)
+            assert latest.run_id == third
+            for run_id in runs:
+                logs = reader.all_logs(run_id)
+                assert any(e.dagster_event_type == dg.DagsterEventType.RUN_SUCCESS for e in logs)
+        assert len(worker.all_logs(first)) == len(ui.all_logs(first))
+
+
+def test_engines_are_kept_per_database_and_bounded(home):
+    with kept(home) as worker:
+        worker.add_dynamic_partitions(PARTS.name, ["a"])
+        storage = worker.event_log_storage
+        run_id = materialize(worker, "a")
+        engine = storage._engines[run_id]
+        worker.all_logs(run_id)
+        assert storage._engines[run_id] is engine  # the same engine, not a new one per call
+        for _ in range(MAX_ENGINES + 2):
+            materialize(worker, "a")
+        assert len(storage._engines) <= MAX_ENGINES
+        assert run_id not in storage._engines
+        # A database whose engine was let go is opened again when read.
+        assert any(
+            e.dagster_event_type == dg.DagsterEventType.RUN_SUCCESS for e in worker.all_logs(run_id)
+        )
+
+
+@pytest.mark.parametrize(
+    ("config", "names"),
+    [
+        ("telemetry:\n  enabled: false\n", False),
+        ("storage:\n  postgres:\n    postgres_url: postgresql://h/db\n", True),
+        ("event_log_storage:\n  module: m\n  class: C\n", True),
+        ("run_storage:\n  module: m\n  class: C\n", True),
+        ("[not, a, mapping]\n", False),
+        ("storage: [unclosed\n", False),
+    ],
+)
+def test_an_instance_that_names_its_storage_is_the_operators(tmp_path, config, names):
+    path = tmp_path / "dagster.yaml"
+    path.write_text(config)
+    assert names_storage(path) is names
+    assert names_storage(tmp_path / "missing.yaml") is False
