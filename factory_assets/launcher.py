@@ -55,13 +55,14 @@ def _worker_instance():
         import dagster as dg
         from dagster._core.instance.ref import InstanceRef
 
-        from factory.services.dagster_home import names_storage
+        from factory.services.dagster_home import first_open_lock, names_storage
         from factory_assets.sqlite_storage import kept_engine_overrides
 
         home = os.environ.get("DAGSTER_HOME", "")
         if os.path.isabs(home) and not names_storage(Path(home) / "dagster.yaml"):
-            ref = InstanceRef.from_dir(home, overrides=kept_engine_overrides(home))
-            _WORKER_INSTANCE = dg.DagsterInstance.from_ref(ref)
+            with first_open_lock(Path(home)):
+                ref = InstanceRef.from_dir(home, overrides=kept_engine_overrides(home))
+                _WORKER_INSTANCE = dg.DagsterInstance.from_ref(ref)
         else:
             _WORKER_INSTANCE = dg.DagsterInstance.get()
     return _WORKER_INSTANCE
@@ -160,15 +161,18 @@ def _leave_without_teardown() -> None:
 
 
 def prepare_instance(sync: bool) -> tuple[str, int, int]:
-    """In a worker: DAGSTER_HOME's dagster.yaml and pool limits, and (with `sync`) the store's
-    partitions. Returns (home, partitions added, removed)."""
+    """In a worker: the pool limits, and (with `sync`) the store's partitions, in the instance
+    this worker opened at DAGSTER_HOME (whose dagster.yaml `factory run` wrote). Returns (home,
+    partitions added, removed)."""
     from factory.settings import Settings
     from factory.store.load import load_store
-    from factory_assets.instance import prepare_dagster_home, sync_partitions
+    from factory_assets.instance import sync_partitions
+    from factory_assets.pools import apply_pool_limits
 
     settings = Settings.from_env()
-    home = prepare_dagster_home(settings)
+    instance = _worker_instance()
+    apply_pool_limits(instance)
     added = removed = 0
     if sync:
-        added, removed = sync_partitions(_worker_instance(), load_store(settings.manifest_store))
-    return str(home), added, removed
+        added, removed = sync_partitions(instance, load_store(settings.manifest_store))
+    return str(settings.dagster_home), added, removed

@@ -5,6 +5,8 @@ UI, the daemon and every other command open the same files with Dagster's Sqlite
 real instances on one temporary DAGSTER_HOME here, taking turns.
 """
 
+import multiprocessing
+import os
 import shutil
 from pathlib import Path
 
@@ -94,6 +96,38 @@ def test_engines_are_kept_per_database_and_bounded(home):
         assert any(
             e.dagster_event_type == dg.DagsterEventType.RUN_SUCCESS for e in worker.all_logs(run_id)
         )
+
+
+def _open_as_a_worker(home: str, results) -> None:
+    os.environ["DAGSTER_HOME"] = home
+    try:
+        from factory_assets.launcher import _worker_instance
+
+        _worker_instance()
+        results.put("ok")
+    except Exception as exc:  # the test reports what each process saw
+        results.put(f"{type(exc).__name__}: {exc}"[:300])
+
+
+def test_workers_opening_a_new_home_at_once_take_turns(tmp_path):
+    # `factory run` starts its workers together, and each opens the instance as it starts: on a
+    # new DAGSTER_HOME two first opens at once would create and stamp the databases twice.
+    spawn = multiprocessing.get_context("spawn")
+    for attempt in range(2):
+        home = tmp_path / f"home{attempt}"
+        home.mkdir()
+        shutil.copyfile(INSTANCE_CONFIG, home / "dagster.yaml")
+        results = spawn.Queue()
+        workers = [
+            spawn.Process(target=_open_as_a_worker, args=(str(home), results)) for _ in range(3)
+        ]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(timeout=120)
+        assert [results.get(timeout=5) for _ in workers] == ["ok"] * 3
+        with stock(home) as instance:
+            assert instance.get_runs() == []
 
 
 @pytest.mark.parametrize(

@@ -83,6 +83,13 @@ def _on_done_printer(watcher, total: int):
     return on_done
 
 
+def _matrix_materialized(future) -> bool:
+    try:
+        return bool(future.result())
+    except Exception:  # a worker that died: the caller warns
+        return False
+
+
 def _on_start(item) -> None:
     what = "build" if item.rebuild else "re-test"
     click.echo(f"  queued   {item.manifest_id} {item.platform} ({what}: {','.join(item.reasons)})")
@@ -249,16 +256,16 @@ class _Run:
         todo, state, records = self.todo, self.state, self.records
         watcher = RecordWatcher(records)
         outcomes = []
-        matrix_ok, matrix_ran = True, False
+        matrix = None  # the matrix assets, materializing in a worker
         if todo:
-            # The matrix assets materialize in one of the workers, after the combinations.
-            outcomes, matrix_ok = workers.run(
+            outcomes, _ = workers.run(
                 todo,
                 force_rebuild=self.force,
                 on_start=_on_start,
                 on_done=_on_done_printer(watcher, len(todo)),
+                with_matrix=False,
             )
-            matrix_ran = True
+            matrix = workers.submit("materialize_matrix")
         else:
             click.echo(_nothing_to_run_line(self.items))
         try:
@@ -266,13 +273,13 @@ class _Run:
             generation = records.index.generation()
         except FactoryError as exc:
             raise fail(exc) from None
-        if not matrix_ran and not state.matrix_current(generation):
-            try:
-                matrix_ok = workers.call("materialize_matrix")
-            except Exception:  # a worker that died: warned below
-                matrix_ok = False
-            matrix_ran = True
-        if matrix_ran:
+        if matrix is None and not state.matrix_current(generation):
+            matrix = workers.submit("materialize_matrix")
+        # The final plan is made while the matrix assets materialize.
+        index, items = self._full_plan()
+        matrix_ok = True
+        if matrix is not None:
+            matrix_ok = _matrix_materialized(matrix)
             if matrix_ok:
                 state.record_matrix(generation)
             else:
@@ -281,7 +288,6 @@ class _Run:
                     "materialize; see the compatibility_matrix_job run in the UI",
                     err=True,
                 )
-        index, items = self._full_plan()
         _print_matrix_and_publish(
             self.store, index, items, published=matrix_ok, registry=self.settings.registry
         )

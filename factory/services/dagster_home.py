@@ -5,8 +5,11 @@ the plan is still being made; the pool limits and partitions that need Dagster a
 factory_assets/instance.py.
 """
 
+import fcntl
 import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import yaml
@@ -41,3 +44,18 @@ def write_instance_config(home: Path) -> Path:
         shutil.copyfile(INSTANCE_CONFIG, target)
     os.environ["DAGSTER_HOME"] = str(home)
     return home
+
+
+@contextmanager
+def first_open_lock(home: Path) -> Iterator[None]:
+    """Held while a process opens the SQLite instance at `home`. Dagster creates and stamps its
+    databases on first open, and two processes doing that at once on a new DAGSTER_HOME leave a
+    run database with two schema heads that no later open accepts; `factory run`'s workers open
+    the instance side by side, so they take turns here."""
+    home.mkdir(parents=True, exist_ok=True)
+    with open(home / ".factory-open.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
