@@ -103,6 +103,8 @@ class KeptEngineSqliteStorage(DagsterSqliteStorage):
     of the storages above; schedules as Dagster keeps them."""
 
     def __init__(self, base_dir: str, inst_data=None):
+        # The parent opens Dagster's three storages (and makes the databases on first use); they
+        # are replaced here, before anything reads or writes through them.
         super().__init__(base_dir, inst_data=inst_data)
         self._run_storage = KeptEngineRunStorage.from_local(_runs_directory(base_dir))
         self._event_log_storage = KeptEngineEventLogStorage(_event_logs_directory(base_dir))
