@@ -59,12 +59,16 @@ def _worker_instance():
         from factory_assets.sqlite_storage import kept_engine_overrides
 
         home = os.environ.get("DAGSTER_HOME", "")
-        if os.path.isabs(home) and not names_storage(Path(home) / "dagster.yaml"):
-            with first_open_lock(Path(home)):
+        if not os.path.isabs(home):
+            _WORKER_INSTANCE = dg.DagsterInstance.get()  # says what is wrong with DAGSTER_HOME
+            return _WORKER_INSTANCE
+        # An operator's storage (PostgreSQL) is made on first open too: the lock covers both.
+        with first_open_lock(Path(home)):
+            if names_storage(Path(home) / "dagster.yaml"):
+                _WORKER_INSTANCE = dg.DagsterInstance.get()
+            else:
                 ref = InstanceRef.from_dir(home, overrides=kept_engine_overrides(home))
                 _WORKER_INSTANCE = dg.DagsterInstance.from_ref(ref)
-        else:
-            _WORKER_INSTANCE = dg.DagsterInstance.get()
     return _WORKER_INSTANCE
 
 

@@ -48,10 +48,10 @@ def write_instance_config(home: Path) -> Path:
 
 @contextmanager
 def first_open_lock(home: Path) -> Iterator[None]:
-    """Held while a process opens the SQLite instance at `home`. Dagster creates and stamps its
-    databases on first open, and two processes doing that at once on a new DAGSTER_HOME leave a
-    run database with two schema heads that no later open accepts; `factory run`'s workers open
-    the instance side by side, so they take turns here."""
+    """Held while one of `factory run`'s workers opens the instance at `home`. Dagster creates
+    and stamps its databases on first open, and two processes doing that at once on a new
+    DAGSTER_HOME left a SQLite run database with two schema heads that no later open accepts;
+    the workers start side by side, so they take turns here."""
     home.mkdir(parents=True, exist_ok=True)
     with open(home / ".factory-open.lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
