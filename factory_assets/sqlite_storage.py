@@ -15,7 +15,6 @@ when DAGSTER_HOME's dagster.yaml names no storage of its own: an operator's Post
 used as configured.
 """
 
-import threading
 from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -43,23 +42,22 @@ class KeptEngineEventLogStorage(SqliteEventLogStorage):
 
     def __init__(self, base_dir: str, inst_data=None):
         self._engines: OrderedDict[str, Engine] = OrderedDict()
-        self._engines_lock = threading.Lock()
         super().__init__(base_dir, inst_data=inst_data)
 
     def _engine(self, shard: str) -> Engine:
-        with self._engines_lock:
-            engine = self._engines.pop(shard, None)
-            if engine is None:
-                engine = create_engine(
-                    self.conn_string_for_shard(shard),
-                    poolclass=NullPool,
-                    connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS},
-                )
-            self._engines[shard] = engine  # the most recently used last
-            while len(self._engines) > MAX_ENGINES:
-                _, oldest = self._engines.popitem(last=False)
-                oldest.dispose()
-            return engine
+        """The kept engine of a database (called under the parent's `_db_lock`)."""
+        engine = self._engines.pop(shard, None)
+        if engine is None:
+            engine = create_engine(
+                self.conn_string_for_shard(shard),
+                poolclass=NullPool,
+                connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS},
+            )
+        self._engines[shard] = engine  # the most recently used last
+        while len(self._engines) > MAX_ENGINES:
+            _, oldest = self._engines.popitem(last=False)
+            oldest.dispose()
+        return engine
 
     @contextmanager
     def _connect(self, shard: str) -> Iterator[Connection]:
@@ -75,7 +73,7 @@ class KeptEngineEventLogStorage(SqliteEventLogStorage):
 
     def dispose(self) -> None:
         super().dispose()
-        with self._engines_lock:
+        with self._db_lock:
             for engine in self._engines.values():
                 engine.dispose()
             self._engines.clear()
@@ -103,12 +101,14 @@ class KeptEngineSqliteStorage(DagsterSqliteStorage):
     of the storages above; schedules as Dagster keeps them."""
 
     def __init__(self, base_dir: str, inst_data=None):
-        # The parent opens Dagster's three storages (and makes the databases on first use); they
-        # are replaced here, before anything reads or writes through them.
-        super().__init__(base_dir, inst_data=inst_data)
+        # What DagsterSqliteStorage.__init__ sets, with the storages above: calling it would open
+        # (and check the schema of) Dagster's own three first, only to replace them.
+        self.base_dir = base_dir
         self._run_storage = KeptEngineRunStorage.from_local(_runs_directory(base_dir))
         self._event_log_storage = KeptEngineEventLogStorage(_event_logs_directory(base_dir))
         self._schedule_storage = SqliteScheduleStorage.from_local(_schedule_directory(base_dir))
+        self._inst_data = inst_data
+        super(DagsterSqliteStorage, self).__init__()
 
     @classmethod
     def from_config_value(cls, inst_data, config_value) -> "KeptEngineSqliteStorage":

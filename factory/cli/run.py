@@ -258,12 +258,11 @@ class _Run:
         outcomes = []
         matrix = None  # the matrix assets, materializing in a worker
         if todo:
-            outcomes, _ = workers.run(
+            outcomes = workers.run(
                 todo,
                 force_rebuild=self.force,
                 on_start=_on_start,
                 on_done=_on_done_printer(watcher, len(todo)),
-                with_matrix=False,
             )
             matrix = workers.submit("materialize_matrix")
         else:

@@ -73,10 +73,6 @@ class Workers:
             raise ValueError(msg)
         return self.pool.submit(_task, task, *args)
 
-    def call(self, task: str, *args):
-        """Run the named task in a worker and return its result (its exception is raised here)."""
-        return self.submit(task, *args).result()
-
     def run(
         self,
         items: list[PlanItem],
@@ -84,10 +80,8 @@ class Workers:
         force_rebuild: bool,
         on_start: Callable[[PlanItem], None],
         on_done: Callable[[PlanItem, RunOutcome], None],
-        with_matrix: bool = True,
-    ) -> tuple[list[RunOutcome], bool]:
-        """Run the items, high priority first; then (`with_matrix`) the matrix assets. Returns
-        the outcomes and whether the matrix materialized."""
+    ) -> list[RunOutcome]:
+        """Run the items, high priority first; each outcome is handed to `on_done` as it comes."""
         futures = {}
         for item in sorted(items, key=PlanItem.queue_order):
             futures[self.submit("run_combination", item, force_rebuild)] = item
@@ -103,13 +97,7 @@ class Workers:
                 )
             outcomes.append(outcome)
             on_done(item, outcome)
-        if not with_matrix:
-            return outcomes, False
-        try:
-            matrix_ok = self.call("materialize_matrix")
-        except Exception:  # a worker that died: the caller warns
-            matrix_ok = False
-        return outcomes, matrix_ok
+        return outcomes
 
 
 def run_items(
@@ -119,14 +107,7 @@ def run_items(
     force_rebuild: bool,
     on_start: Callable[[PlanItem], None],
     on_done: Callable[[PlanItem, RunOutcome], None],
-    with_matrix: bool = True,
-) -> tuple[list[RunOutcome], bool]:
-    """Run the items `parallel` at a time in fresh workers, then (`with_matrix`) the matrix."""
+) -> list[RunOutcome]:
+    """Run the items `parallel` at a time in fresh workers."""
     with Workers(min(parallel, max(1, len(items)))) as workers:
-        return workers.run(
-            items,
-            force_rebuild=force_rebuild,
-            on_start=on_start,
-            on_done=on_done,
-            with_matrix=with_matrix,
-        )
+        return workers.run(items, force_rebuild=force_rebuild, on_start=on_start, on_done=on_done)
