@@ -1,12 +1,15 @@
 """Preparing the Dagster instance at DAGSTER_HOME; keeping its partitions in step with the store."""
 
+import os
 from pathlib import Path
 
 import dagster as dg
 
+from factory.errors import FactoryError
 from factory.platforms import PLATFORMS
+from factory.safe_json import printable
 from factory.services.dagster_home import write_instance_config
-from factory.settings import Settings
+from factory.settings import Settings, SettingsError
 from factory.store.load import LoadedStore
 from factory_assets.partitions import PARTITIONS
 from factory_assets.pools import apply_pool_limits
@@ -21,9 +24,30 @@ def prepare_dagster_home(settings: Settings, *, apply_limits: bool = True) -> Pa
     """
     home = write_instance_config(settings.dagster_home)
     if apply_limits:  # readers (`factory status`) leave the limits to the commands that launch
-        with dg.DagsterInstance.from_config(str(home)) as instance:
+        with open_instance() as instance:
             apply_pool_limits(instance)
     return home
+
+
+def open_instance() -> dg.DagsterInstance:
+    """The instance at DAGSTER_HOME. Whatever keeps Dagster from opening it (a dagster.yaml it
+    refuses, a storage it cannot load or reach) is a SettingsError naming that file."""
+    try:
+        return dg.DagsterInstance.get()
+    except FactoryError:
+        raise
+    except Exception as exc:  # Dagster's, SQLAlchemy's or a driver's: each its own type
+        raise unusable_instance(exc) from None
+
+
+def unusable_instance(exc: BaseException) -> SettingsError:
+    """The message for an instance at DAGSTER_HOME that Dagster could not open."""
+    home = os.environ.get("DAGSTER_HOME", "")
+    first_line = (str(exc).strip().splitlines() or [""])[0]
+    return SettingsError(
+        f"the Dagster instance at DAGSTER_HOME={printable(home, limit=200)} cannot be opened "
+        f"(see its dagster.yaml): {type(exc).__name__}: {printable(first_line, limit=300)}"
+    )
 
 
 def partition_requests(

@@ -48,28 +48,35 @@ _WORKER_INSTANCE = None
 
 def _worker_instance():
     """This worker process's DagsterInstance, opened once: a worker runs many combinations, and
-    opening the instance (storage, migrations check) costs about half a second each time. The
-    local SQLite instance is opened with its engines kept (factory_assets/sqlite_storage.py)."""
+    opening the instance (storage, migrations check) costs about half a second each time."""
     global _WORKER_INSTANCE
     if _WORKER_INSTANCE is None:
-        import dagster as dg
-        from dagster._core.instance.ref import InstanceRef
-
-        from factory.services.dagster_home import first_open_lock, names_storage
-        from factory_assets.sqlite_storage import kept_engine_overrides
-
-        home = os.environ.get("DAGSTER_HOME", "")
-        if not os.path.isabs(home):
-            _WORKER_INSTANCE = dg.DagsterInstance.get()  # says what is wrong with DAGSTER_HOME
-            return _WORKER_INSTANCE
-        # An operator's storage (PostgreSQL) is made on first open too: the lock covers both.
-        with first_open_lock(Path(home)):
-            if names_storage(Path(home) / "dagster.yaml"):
-                _WORKER_INSTANCE = dg.DagsterInstance.get()
-            else:
-                ref = InstanceRef.from_dir(home, overrides=kept_engine_overrides(home))
-                _WORKER_INSTANCE = dg.DagsterInstance.from_ref(ref)
+        _WORKER_INSTANCE = _open_instance()
     return _WORKER_INSTANCE
+
+
+def _open_instance():
+    """The instance at DAGSTER_HOME; the local SQLite one with its engines kept
+    (factory_assets/sqlite_storage.py), an operator's storage (PostgreSQL) as configured."""
+    import dagster as dg
+    from dagster._core.instance.ref import InstanceRef
+
+    from factory.services.dagster_home import first_open_lock, names_storage
+    from factory_assets.instance import open_instance, unusable_instance
+    from factory_assets.sqlite_storage import kept_engine_overrides
+
+    home = os.environ.get("DAGSTER_HOME", "")
+    if not os.path.isabs(home):
+        return open_instance()  # which says what is wrong with DAGSTER_HOME
+    # An operator's storage is made on first open too: the lock covers both.
+    with first_open_lock(Path(home)):
+        if names_storage(Path(home) / "dagster.yaml"):
+            return open_instance()
+        try:
+            ref = InstanceRef.from_dir(home, overrides=kept_engine_overrides(home))
+            return dg.DagsterInstance.from_ref(ref)
+        except Exception as exc:  # as open_instance says
+            raise unusable_instance(exc) from None
 
 
 def run_combination(item: PlanItem, force_rebuild: bool) -> RunOutcome:

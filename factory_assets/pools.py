@@ -59,7 +59,9 @@ def main() -> None:
     this after each `helm upgrade` instead.
     """
     try:
-        with dg.DagsterInstance.get() as instance:
+        from factory_assets.instance import open_instance  # which imports this module
+
+        with open_instance() as instance:
             changed = apply_pool_limits(instance)
             now = current_pool_limits(instance)
     except FactoryError as exc:

@@ -123,7 +123,6 @@ def requeue(build_id: str, manifest_store: str | None) -> None:
     Exits 0 when the new run left a record that is a result (pass or fail), 1 when it again
     failed transiently or left no record (the sensor then writes a new dead letter).
     """
-    import dagster as dg
 
     from factory.platforms import platform as lookup_platform
     from factory.records import dlq
@@ -131,7 +130,7 @@ def requeue(build_id: str, manifest_store: str | None) -> None:
     from factory.records.selection import open_record_store
     from factory.records.store import RecordWatcher
     from factory.workers.run_pool import run_items
-    from factory_assets.instance import prepare_dagster_home
+    from factory_assets.instance import open_instance, prepare_dagster_home
     from factory_assets.partitions import PARTITIONS
 
     settings = settings_for(manifest_store)
@@ -158,7 +157,7 @@ def requeue(build_id: str, manifest_store: str | None) -> None:
         os.environ["FACTORY_MANIFEST_STORE"] = str(settings.manifest_store)
         home = prepare_dagster_home(settings)
         partitions = PARTITIONS[lookup_platform(item.platform).slug].name
-        with dg.DagsterInstance.get() as instance:
+        with open_instance() as instance:
             if not instance.has_dynamic_partition(partitions, item.manifest_id):
                 instance.add_dynamic_partitions(partitions, [item.manifest_id])
         watcher = RecordWatcher(records)
@@ -181,13 +180,12 @@ def requeue(build_id: str, manifest_store: str | None) -> None:
         f"({','.join(item.reasons)}); Dagster instance {home}"
     )
     # The matrix is left to its automation: a requeue is one run of one combination.
-    [outcome], _ = run_items(
+    [outcome] = run_items(
         [item],
         parallel=1,
         force_rebuild=False,
         on_start=lambda _: None,
         on_done=lambda *_: None,
-        with_matrix=False,
     )
     record = watcher.record_of(outcome.run_id)
     if record is None:

@@ -43,18 +43,16 @@ def status_command(as_json: bool, window_hours: float) -> None:
     # Dagster is imported here so that `factory --help` and the other commands stay fast.
     from datetime import timedelta
 
-    import dagster as dg
-
     from factory.records.index import finished_after
     from factory.records.selection import open_record_store
     from factory.workers.celery_inspect import workers_report
-    from factory_assets.instance import prepare_dagster_home
+    from factory_assets.instance import open_instance, prepare_dagster_home
     from factory_assets.queue_metrics import format_status, status_report
 
     settings = Settings.from_env()
     try:
         prepare_dagster_home(settings, apply_limits=False)
-        with dg.DagsterInstance.get() as instance:
+        with open_instance() as instance:
             report = status_report(
                 instance,
                 open_record_store(settings).index.figures(

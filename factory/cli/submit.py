@@ -73,8 +73,6 @@ def submit_command(force, url, wait, timeout_s, **selection) -> None:
 def _submit(settings, store, todo, *, url, force, wait, timeout_s) -> None:
     import contextlib
 
-    import dagster as dg
-
     from factory.platforms import platform as lookup_platform
     from factory.settings import PROJECT_ROOT
     from factory_assets.jobs import build_job_name
@@ -91,13 +89,17 @@ def _submit(settings, store, todo, *, url, force, wait, timeout_s) -> None:
         if url:
             deployment = stack.enter_context(remote_deployment(url))
         else:
-            from factory_assets.instance import prepare_dagster_home, sync_partitions
+            from factory_assets.instance import (
+                open_instance,
+                prepare_dagster_home,
+                sync_partitions,
+            )
 
             try:
                 prepare_dagster_home(settings)
             except FactoryError as exc:
                 raise fail(exc) from None
-            instance = stack.enter_context(dg.DagsterInstance.get())
+            instance = stack.enter_context(open_instance())
             sync_partitions(instance, store)
             workspace = str(PROJECT_ROOT / "workspace.yaml")
             deployment = stack.enter_context(local_deployment(instance, workspace))

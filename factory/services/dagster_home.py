@@ -14,7 +14,8 @@ from pathlib import Path
 
 import yaml
 
-from factory.settings import PROJECT_ROOT
+from factory.safe_json import printable
+from factory.settings import PROJECT_ROOT, SettingsError
 
 INSTANCE_CONFIG = PROJECT_ROOT / "dagster.yaml"
 # A dagster.yaml that names any of these configures its own storage (Dagster's `storage` key, or
@@ -36,14 +37,24 @@ def write_instance_config(home: Path) -> Path:
     processes. A dagster.yaml that names a storage of its own (PostgreSQL, as in
     deploy/dagster.yaml for the several-hosts shape) is the operator's instance and is left as
     it is."""
-    home.mkdir(parents=True, exist_ok=True)
     target = home / "dagster.yaml"
-    if not target.exists() or (
-        target.read_bytes() != INSTANCE_CONFIG.read_bytes() and not names_storage(target)
-    ):
-        shutil.copyfile(INSTANCE_CONFIG, target)
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+        if not target.exists() or (
+            target.read_bytes() != INSTANCE_CONFIG.read_bytes() and not names_storage(target)
+        ):
+            shutil.copyfile(INSTANCE_CONFIG, target)
+    except OSError as exc:
+        raise _unusable(home, exc) from None
     os.environ["DAGSTER_HOME"] = str(home)
     return home
+
+
+def _unusable(home: Path, exc: OSError) -> SettingsError:
+    return SettingsError(
+        f"DAGSTER_HOME={printable(str(home), limit=200)} cannot hold the Dagster instance: "
+        f"{exc.strerror or exc} ({printable(exc.filename or str(home), limit=200)})"
+    )
 
 
 @contextmanager
@@ -52,8 +63,12 @@ def first_open_lock(home: Path) -> Iterator[None]:
     and stamps its databases on first open, and two processes doing that at once on a new
     DAGSTER_HOME left a SQLite run database with two schema heads that no later open accepts;
     the workers start side by side, so they take turns here."""
-    home.mkdir(parents=True, exist_ok=True)
-    with open(home / ".factory-open.lock", "a") as lock:
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+        lock = open(home / ".factory-open.lock", "a")
+    except OSError as exc:
+        raise _unusable(home, exc) from None
+    with lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             yield
