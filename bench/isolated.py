@@ -265,6 +265,16 @@ def repeat_rounds(repeat: int, one_round: Callable[[], T]) -> list[T]:
     return results
 
 
+def busy_core_seconds() -> float:
+    """CPU time the whole host has spent busy since boot (every core, every process: the engine,
+    BuildKit, the registry and QEMU too), from /proc/stat; a difference of two readings is what a
+    measured command cost the host."""
+    with open("/proc/stat") as stat:
+        fields = [int(v) for v in stat.readline().split()[1:]]
+    idle = fields[3] + fields[4]  # idle, iowait
+    return (sum(fields) - idle) / os.sysconf("SC_CLK_TCK")
+
+
 class HostClock:
     """Wall time and the host's 1-minute load average from a benchmark's start to its summary:
     other work on the host makes every figure slower."""

@@ -16,6 +16,10 @@ engine, measured from the same two states:
   everything again; `factory run` should plan, find nothing to do and start no run;
 - cached: the same engines and registries again, everything in cache (`factory run --force`).
 
+Each side also reports the CPU time the host spent while it ran (`cpu_s`, every core and process:
+engine, BuildKit, QEMU and registry included). On a host with few cores both sides are bound by
+CPU, so the difference in CPU explains most of the difference in wall time.
+
 It also times `factory --help` (the fixed cost of starting the command), median of five.
 
 `--copies N` makes the matrix N times larger (each manifest again under N-1 other ids, the same
@@ -37,7 +41,15 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.isolated import HostClock, Workspace, repeat_rounds, rounds_parser, summarize, workspace
+from bench.isolated import (
+    HostClock,
+    Workspace,
+    busy_core_seconds,
+    repeat_rounds,
+    rounds_parser,
+    summarize,
+    workspace,
+)
 from factory.build.buildlog import run_steps
 from factory.plan.decisions import resolve_base_digests
 from factory.services.extra_engine import extra_engine
@@ -119,6 +131,7 @@ def run_shell(ws: Workspace, host: str, folder: Path, parallel: int) -> dict:
     """The plain loop: `xargs -P` over the combination script; wall time and outcomes."""
     results = folder / "results"
     results.unlink(missing_ok=True)
+    cpu = busy_core_seconds()
     started = time.monotonic()
     subprocess.run(
         f"xargs -P {parallel} -L 1 bash {shlex.quote(str(folder / 'combination.sh'))} "
@@ -129,6 +142,7 @@ def run_shell(ws: Workspace, host: str, folder: Path, parallel: int) -> dict:
         timeout=1200,
     )
     seconds = time.monotonic() - started
+    cpu = busy_core_seconds() - cpu
     lines = [line.split() for line in results.read_text().splitlines()]
     outcomes = [fields[2] for fields in lines]
     per_combination = [float(fields[4]) - float(fields[3]) for fields in lines]
@@ -138,6 +152,7 @@ def run_shell(ws: Workspace, host: str, folder: Path, parallel: int) -> dict:
         "run_steps": len(runs),
         "run_steps_cached": sum(1 for s in runs if s.cached),
         "seconds": round(seconds, 2),
+        "cpu_s": round(cpu, 2),
         "statuses": {s: outcomes.count(s) for s in sorted(set(outcomes))},
         "per_combination_s": round(statistics.mean(per_combination), 2),
     }
@@ -146,17 +161,24 @@ def run_shell(ws: Workspace, host: str, folder: Path, parallel: int) -> dict:
 def run_dagster(ws: Workspace, host: str, parallel: int, *, force: bool) -> dict:
     before = {r.build_id for r in ws.records()}
     args = ["run", "--parallel", str(parallel), *(["--force"] if force else [])]
+    cpu = busy_core_seconds()
     run = ws.factory(host, *args)
+    cpu = round(busy_core_seconds() - cpu, 2)
     fresh = [r for r in ws.records() if r.build_id not in before]
     if not fresh:
-        return {"seconds": round(run.seconds, 2), "records": 0, "per_combination_s": None}
+        return {
+            "seconds": round(run.seconds, 2),
+            "cpu_s": cpu,
+            "records": 0,
+            "per_combination_s": None,
+        }
     figures = summarize(ws, fresh)
     figures["records"] = len(fresh)
     figures["sbom_s_sum"] = round(sum(r.timings_s.get("sbom", 0.0) for r in fresh), 2)
     # `factory run` prints each run's own duration: "[3/7] pass edge_proxy linux/arm64 in 4.2s".
     per_run = [float(m.group(1)) for m in RUN_LINE_RE.finditer(run.output)]
     figures["per_combination_s"] = round(statistics.mean(per_run), 2) if per_run else None
-    return {"seconds": round(run.seconds, 2), **figures}
+    return {"seconds": round(run.seconds, 2), "cpu_s": cpu, **figures}
 
 
 def one_round(tmp: Path, parallel: int, copies: int) -> list[dict]:
@@ -179,6 +201,8 @@ def one_round(tmp: Path, parallel: int, copies: int) -> list[dict]:
                 "shell_s": shell["seconds"],
                 "dagster_s": dagster["seconds"],
                 "ratio": round(dagster["seconds"] / shell["seconds"], 2),
+                "shell_cpu_s": shell["cpu_s"],
+                "dagster_cpu_s": dagster["cpu_s"],
                 "shell_statuses": shell["statuses"],
                 "shell_per_combination_s": shell["per_combination_s"],
                 "shell_run_steps_cached": f"{shell['run_steps_cached']}/{shell['run_steps']}",
@@ -234,6 +258,8 @@ def main() -> None:
             r["dagster"]["build_s_sum"] + r["dagster"]["test_s_sum"] + r["dagster"]["sbom_s_sum"]
             for r in mine
         )
+        shell_cpu = statistics.median(r["shell_cpu_s"] for r in mine)
+        dagster_cpu = statistics.median(r["dagster_cpu_s"] for r in mine)
         shell_each = statistics.median(r["shell_per_combination_s"] for r in mine)
         dagster_each = statistics.median(
             r["dagster"]["per_combination_s"] or float("nan") for r in mine
@@ -245,12 +271,16 @@ def main() -> None:
             "dagster_s": round(dagster, 2),
             "ratio": round(dagster / shell, 2),
             "dagster_build_test_sbom_s_sum": round(inner, 2),
+            "shell_cpu_s": round(shell_cpu, 2),
+            "dagster_cpu_s": round(dagster_cpu, 2),
         }
         print(
             f"{state:<7} shell loop {shell:6.1f}s   factory run (Dagster) {dagster:6.1f}s   "
             f"ratio {dagster / shell:.2f}x   (inside the Dagster runs: build+test+sbom "
             f"{inner:.1f}s summed over combinations)\n"
-            f"{'':<7} per combination: shell {shell_each:.2f}s, Dagster run {dagster_each:.2f}s"
+            f"{'':<7} per combination: shell {shell_each:.2f}s, Dagster run {dagster_each:.2f}s\n"
+            f"{'':<7} host CPU: shell {shell_cpu:.1f} core-s, factory run {dagster_cpu:.1f} core-s "
+            f"({dagster_cpu / shell_cpu:.2f}x)"
         )
     helps = []
     for _ in range(5):

@@ -12,7 +12,6 @@ pool, on whatever host, to run it. The instance must then be one every worker re
 (PostgreSQL), as must the record store (S3) and the registry.
 """
 
-import atexit
 import contextlib
 import logging
 import os
@@ -46,7 +45,7 @@ def uses_celery(environ: dict[str, str] | None = None) -> bool:
 _WORKER_INSTANCE = None
 
 
-def _worker_instance():
+def worker_instance():
     """This worker process's DagsterInstance, opened once: a worker runs many combinations, and
     opening the instance (storage, migrations check) costs about half a second each time."""
     global _WORKER_INSTANCE
@@ -90,7 +89,7 @@ def run_combination(item: PlanItem, force_rebuild: bool) -> RunOutcome:
     run_config = dict(QUIET_LOGGERS)
     if force_rebuild:
         run_config["ops"] = {chain_step_name(platform): {"config": {"force_rebuild": True}}}
-    instance = _worker_instance()
+    instance = worker_instance()
     if uses_celery():
         success, run_id, message = _run_through_celery(instance, job_name, item, run_config)
     else:
@@ -141,30 +140,29 @@ def materialize_matrix() -> bool:
     from factory_assets.definitions import defs
 
     result = defs.resolve_job_def("compatibility_matrix_job").execute_in_process(
-        instance=_worker_instance(), run_config=QUIET_LOGGERS, raise_on_error=False
+        instance=worker_instance(), run_config=QUIET_LOGGERS, raise_on_error=False
     )
     return result.success
 
 
 def load_code_location() -> None:
-    """Worker start-up: import the code location (the slow part: Dagster and every asset) and
-    open the instance, while `factory run` is still planning; every worker's first run then
-    starts warm."""
+    """Worker start-up, in a worker forked from the fork server, which imported the code location
+    and opened the instance (factory/workers/run_pool.py): resolve the jobs the worker runs, and
+    open the instance here if the server could not (the first task that needs it then reports
+    what is wrong)."""
     from factory_assets.definitions import defs
 
     defs.resolve_job_def("compatibility_matrix_job")
-    atexit.register(_leave_without_teardown)
-    # An initializer that raises only breaks the pool: the first task that needs the instance
-    # opens it again and reports what is wrong there.
+    # An initializer that raises only breaks the pool.
     with contextlib.suppress(Exception):
-        _worker_instance()
+        worker_instance()
 
 
-def _leave_without_teardown() -> None:
-    """A worker's last act, once the pool has told it to stop and its results are sent: tearing
-    down an interpreter that holds Dagster and a code location takes a second or two, and
-    nothing in it needs it (records and runs are committed as they happen). Output is flushed,
-    logging shut down, and the process ends at once."""
+def leave_without_teardown() -> None:
+    """The fork server's last act, once the `factory` process has ended: tearing down an
+    interpreter that holds Dagster and a code location takes a second or so, and nothing in it
+    needs it (records and runs are committed as they happen). Output is flushed, logging shut
+    down, and the process ends at once. (The workers it forked end without a teardown anyway.)"""
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()
@@ -181,7 +179,7 @@ def prepare_instance(sync: bool) -> tuple[str, int, int]:
     from factory_assets.pools import apply_pool_limits
 
     settings = Settings.from_env()
-    instance = _worker_instance()
+    instance = worker_instance()
     apply_pool_limits(instance)
     added = removed = 0
     if sync:

@@ -101,9 +101,9 @@ def test_engines_are_kept_per_database_and_bounded(home):
 def _open_as_a_worker(home: str, results) -> None:
     os.environ["DAGSTER_HOME"] = home
     try:
-        from factory_assets.launcher import _worker_instance
+        from factory_assets.launcher import worker_instance
 
-        _worker_instance()
+        worker_instance()
         results.put("ok")
     except Exception as exc:  # the test reports what each process saw
         results.put(f"{type(exc).__name__}: {exc}"[:300])

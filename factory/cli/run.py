@@ -242,7 +242,7 @@ class _Run:
         from factory.records.store import RecordWatcher
 
         try:
-            home, added, removed = workers.prepared.result()
+            home, added, removed = workers.result(workers.prepared)
         except FactoryError as exc:
             raise fail(exc) from None
         self.state.record_partitions(self.partitions)

@@ -1,21 +1,68 @@
 """`factory run`'s worker processes, started and fed without importing Dagster here.
 
-The workers start as soon as the run knows there is work; each imports the code location and
-opens the instance once while the plan is still being made (factory_assets/launcher.py says what
-they do), and every Dagster call of the run (instance set-up, the combinations, the matrix) then
-happens in a warm worker. Tasks are named, not passed as functions: pickling a function of
-factory_assets would import it, and Dagster with it (about 0.9 s), into the `factory` process.
+The workers start as soon as the run knows there is work, while the plan is still being made, and
+every Dagster call of the run (instance set-up, the combinations, the matrix) happens in a warm
+worker (factory_assets/launcher.py says what they do). Tasks are named, not passed as functions:
+pickling a function of factory_assets would import it, and Dagster with it (about 0.9 s), into the
+`factory` process.
+
+The workers are forked from one fork server that imports the code location once. Importing it
+costs about 2 CPU-seconds (Dagster, the assets, the instance's storage), and a `factory run` is
+bound by CPU (its workers, the engine and BuildKit share the host's cores): each spawned worker
+importing it again cost the run that much. The server also opens the instance once, so a forked
+worker starts ready.
 """
 
 import multiprocessing
+import multiprocessing.forkserver
+import os
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 
+from factory.errors import FactoryError
 from factory.plan.decisions import PlanItem
 
 # What a worker can be asked to do: functions of factory_assets.launcher.
 TASKS = frozenset({"prepare_instance", "run_combination", "materialize_matrix"})
+
+# What the fork server imports before it forks a worker: the code location, the executor a
+# combination's run uses, and the instance, opened (factory_assets/worker_start.py).
+PRELOAD = (
+    "factory_assets.launcher",
+    "factory_assets.definitions",
+    "dagster._core.execution.execute_in_process",
+    "factory_assets.worker_start",
+)
+
+# The environment this module last started the fork server with (None: it has not).
+_server_environment: dict[str, str] | None = None
+
+
+def worker_context() -> multiprocessing.context.BaseContext:
+    """The fork-server context, its server started with this process's environment.
+
+    The server reads the environment once, as it imports the code location (which picks its
+    executor, record store and schedules from it), and its workers inherit that. One `factory
+    run` sets its environment before it starts workers; a process that starts workers again
+    after changing its environment gets a new server rather than workers from the old one.
+    """
+    global _server_environment
+    environment = dict(os.environ)
+    if environment != _server_environment:
+        # Another environment, or a server this module did not start (other preloads): stop it
+        # (a no-op when none runs); the next worker starts one from here.
+        multiprocessing.forkserver._forkserver._stop()
+    _server_environment = environment
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(list(PRELOAD))
+    return context
+
+
+class WorkersLost(FactoryError):
+    """A worker process ended in the middle of a task (killed, out of memory, crashed): the pool
+    cannot go on, and no task that was waiting will run."""
 
 
 @dataclass(frozen=True)
@@ -47,14 +94,15 @@ def _task(name: str, *args):
 
 
 class Workers:
-    """A pool of `parallel` worker processes (spawned: nothing of this process is inherited)."""
+    """A pool of `parallel` worker processes, forked from the fork server (nothing of this
+    process is inherited but its environment)."""
 
     def __init__(self, parallel: int):
         self.count = max(1, parallel)
         self.prepared: Future | None = None  # the instance set-up, when the caller submits it
         self.pool = ProcessPoolExecutor(
             max_workers=self.count,
-            mp_context=multiprocessing.get_context("spawn"),
+            mp_context=worker_context(),
             initializer=_start_worker,
         )
         for _ in range(self.count):
@@ -67,11 +115,25 @@ class Workers:
         self.pool.shutdown(wait=True, cancel_futures=True)
 
     def submit(self, task: str, *args) -> Future:
-        """Start the named task (one of TASKS) in a worker."""
+        """Start the named task (one of TASKS) in a worker. Once a worker is lost, the future
+        holds WorkersLost rather than the call raising."""
         if task not in TASKS:
             msg = f"unknown worker task {task!r}"
             raise ValueError(msg)
-        return self.pool.submit(_task, task, *args)
+        try:
+            return self.pool.submit(_task, task, *args)
+        except BrokenProcessPool as exc:
+            lost: Future = Future()
+            lost.set_exception(_lost(exc))
+            return lost
+
+    @staticmethod
+    def result(future: Future):
+        """The task's result; WorkersLost (a FactoryError) when its worker was lost."""
+        try:
+            return future.result()
+        except BrokenProcessPool as exc:
+            raise _lost(exc) from None
 
     def run(
         self,
@@ -90,7 +152,7 @@ class Workers:
         for future in as_completed(futures):
             item = futures[future]
             try:
-                outcome = future.result()
+                outcome = self.result(future)
             except Exception as exc:  # a worker that died: report, keep the others going
                 outcome = RunOutcome(
                     item.manifest_id, item.platform, None, False, f"worker failed: {exc}", 0.0
@@ -98,6 +160,10 @@ class Workers:
             outcomes.append(outcome)
             on_done(item, outcome)
         return outcomes
+
+
+def _lost(exc: BrokenProcessPool) -> WorkersLost:
+    return WorkersLost(f"a worker process of `factory run` ended unexpectedly ({exc})")
 
 
 def run_items(
