@@ -24,6 +24,7 @@ from factory.platforms import platform as lookup_platform
 from factory.workers.run_pool import RunOutcome
 from factory_assets.jobs import build_job_name, run_tags
 from factory_assets.platform_chain import chain_step_name
+from factory_assets.sqlite_storage import release_connections
 
 QUIET_LOGGERS = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 
@@ -90,18 +91,21 @@ def run_combination(item: PlanItem, force_rebuild: bool) -> RunOutcome:
     if force_rebuild:
         run_config["ops"] = {chain_step_name(platform): {"config": {"force_rebuild": True}}}
     instance = worker_instance()
-    if uses_celery():
-        success, run_id, message = _run_through_celery(instance, job_name, item, run_config)
-    else:
-        result = defs.resolve_job_def(job_name).execute_in_process(
-            partition_key=item.manifest_id,
-            instance=instance,
-            tags=run_tags(item),
-            run_config=run_config,
-            raise_on_error=False,
-        )
-        success, run_id = result.success, result.run_id
-        message = "" if result.success else _failure_message(result)
+    try:
+        if uses_celery():
+            success, run_id, message = _run_through_celery(instance, job_name, item, run_config)
+        else:
+            result = defs.resolve_job_def(job_name).execute_in_process(
+                partition_key=item.manifest_id,
+                instance=instance,
+                tags=run_tags(item),
+                run_config=run_config,
+                raise_on_error=False,
+            )
+            success, run_id = result.success, result.run_id
+            message = "" if result.success else _failure_message(result)
+    finally:
+        release_connections(instance)
     return RunOutcome(
         manifest_id=item.manifest_id,
         platform=item.platform,
@@ -139,9 +143,13 @@ def materialize_matrix() -> bool:
     """Materialize `compatibility_matrix` and `multiarch_index` (in this process)."""
     from factory_assets.definitions import defs
 
-    result = defs.resolve_job_def("compatibility_matrix_job").execute_in_process(
-        instance=worker_instance(), run_config=QUIET_LOGGERS, raise_on_error=False
-    )
+    instance = worker_instance()
+    try:
+        result = defs.resolve_job_def("compatibility_matrix_job").execute_in_process(
+            instance=instance, run_config=QUIET_LOGGERS, raise_on_error=False
+        )
+    finally:
+        release_connections(instance)
     return result.success
 
 

@@ -3,8 +3,9 @@
 A fork server can only be told to import modules, so this one's import is its work: it opens the
 instance at DAGSTER_HOME once, in the server, and every worker forked afterwards starts with it
 open. Opening it per worker cost each about 0.3 s, taken in turns under the first-open lock.
-Forking an open instance is safe here: it holds no database connection between transactions
-(one short-lived connection per transaction) and starts no thread.
+The server also makes the template of a new run's database, then closes every database
+connection (factory_assets/sqlite_storage.py): the workers inherit an open instance, its template
+and no connection (an opened instance starts no thread).
 
 The server ends when the `factory` process does, after its output; it then leaves at once, without
 tearing down an interpreter that holds Dagster and the code location (about 0.6 s, which a caller
@@ -18,7 +19,8 @@ import atexit
 import contextlib
 
 from factory_assets import launcher
+from factory_assets.sqlite_storage import prepare_for_fork
 
 atexit.register(launcher.leave_without_teardown)
 with contextlib.suppress(Exception):
-    launcher.worker_instance()
+    prepare_for_fork(launcher.worker_instance())

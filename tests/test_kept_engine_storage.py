@@ -8,6 +8,7 @@ real instances on one temporary DAGSTER_HOME here, taking turns.
 import multiprocessing
 import os
 import shutil
+import sqlite3
 from pathlib import Path
 
 import dagster as dg
@@ -20,6 +21,8 @@ from factory_assets.sqlite_storage import (
     KeptEngineEventLogStorage,
     KeptEngineRunStorage,
     kept_engine_overrides,
+    prepare_for_fork,
+    release_connections,
 )
 
 PARTS = dg.DynamicPartitionsDefinition(name="kept_engine_parts")
@@ -96,6 +99,85 @@ def test_engines_are_kept_per_database_and_bounded(home):
         assert any(
             e.dagster_event_type == dg.DagsterEventType.RUN_SUCCESS for e in worker.all_logs(run_id)
         )
+
+
+def _database_shape(path: Path) -> tuple:
+    with sqlite3.connect(path) as db:
+        return (
+            sorted(db.execute("SELECT type, name, sql FROM sqlite_master").fetchall(), key=str),
+            db.execute("SELECT version_num FROM alembic_version").fetchall(),
+            db.execute("PRAGMA journal_mode").fetchone(),
+            db.execute("PRAGMA integrity_check").fetchone(),
+        )
+
+
+def _run_databases(home: Path) -> dict[str, Path]:
+    return {p.stem: p for p in (home / "history" / "runs").glob("*.db") if p.stem != "index"}
+
+
+def test_a_run_database_from_the_template_is_the_one_dagster_makes(home):
+    with stock(home) as ui:
+        ui.add_dynamic_partitions(PARTS.name, ["a"])
+        made_by_dagster = materialize(ui, "a")
+    with kept(home) as worker:
+        prepare_for_fork(worker)
+        copied = materialize(worker, "a")
+        release_connections(worker)
+    runs = _run_databases(home)
+    assert _database_shape(runs[copied]) == _database_shape(runs[made_by_dagster])
+    assert _database_shape(runs[copied])[3] == ("ok",)
+    # Complete under its name: no scratch copy is left beside it.
+    scratch = [p.name for p in (home / "history" / "runs").iterdir() if p.name.startswith(".")]
+    assert scratch == []
+    assert set(runs) == {made_by_dagster, copied}
+    with stock(home) as ui:
+        logs = ui.all_logs(copied)
+        assert any(e.dagster_event_type == dg.DagsterEventType.RUN_SUCCESS for e in logs)
+        assert ui.get_run_by_id(copied).status == dg.DagsterRunStatus.SUCCESS
+
+
+def test_a_run_database_that_exists_is_not_replaced_by_the_template(home):
+    with kept(home) as worker:
+        worker.add_dynamic_partitions(PARTS.name, ["a"])
+        prepare_for_fork(worker)
+        run_id = materialize(worker, "a")
+        events = len(worker.all_logs(run_id))
+        storage = worker.event_log_storage
+        storage._initialized_dbs.discard(run_id)  # as a new worker would find it
+        assert storage._copy_template(run_id) is False
+        assert len(worker.all_logs(run_id)) == events
+
+
+def _connections_after_fork(home: str, results) -> None:
+    # In a forked child of a process that prepared its instance for the fork: no database file
+    # may be open, and the instance works.
+    from factory_assets.launcher import worker_instance
+
+    opened = [
+        os.readlink(f"/proc/self/fd/{fd}")
+        for fd in os.listdir("/proc/self/fd")
+        if os.path.exists(f"/proc/self/fd/{fd}")
+    ]
+    instance = worker_instance()
+    results.put(([p for p in opened if p.startswith(home)], len(instance.get_runs())))
+
+
+def test_a_forked_worker_inherits_no_database_connection(home, monkeypatch):
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    from factory_assets import launcher
+
+    monkeypatch.setattr(launcher, "_WORKER_INSTANCE", None)
+    instance = launcher.worker_instance()
+    instance.add_dynamic_partitions(PARTS.name, ["a"])
+    materialize(instance, "a")
+    prepare_for_fork(instance)
+    fork = multiprocessing.get_context("fork")
+    results = fork.Queue()
+    child = fork.Process(target=_connections_after_fork, args=(str(home), results))
+    child.start()
+    child.join(timeout=60)
+    assert child.exitcode == 0
+    assert results.get(timeout=5) == ([], 1)
 
 
 def _open_as_a_worker(home: str, results) -> None:
