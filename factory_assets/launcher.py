@@ -13,9 +13,7 @@ pool, on whatever host, to run it. The instance must then be one every worker re
 """
 
 import contextlib
-import logging
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -154,27 +152,14 @@ def materialize_matrix() -> bool:
 
 
 def load_code_location() -> None:
-    """Worker start-up, in a worker forked from the fork server, which imported the code location
-    and opened the instance (factory/workers/run_pool.py): resolve the jobs the worker runs, and
-    open the instance here if the server could not (the first task that needs it then reports
-    what is wrong)."""
+    """Resolve the jobs a worker runs and open the instance, once per process: done by the fork
+    server before it forks the workers (factory_assets/worker_start.py), so a worker finds both
+    done. An instance that cannot be opened is left for the task that needs it to report."""
     from factory_assets.definitions import defs
 
     defs.resolve_job_def("compatibility_matrix_job")
-    # An initializer that raises only breaks the pool.
     with contextlib.suppress(Exception):
         worker_instance()
-
-
-def leave_without_teardown() -> None:
-    """The fork server's last act, once the `factory` process has ended: tearing down an
-    interpreter that holds Dagster and a code location takes a second or so, and nothing in it
-    needs it (records and runs are committed as they happen). Output is flushed, logging shut
-    down, and the process ends at once. (The workers it forked end without a teardown anyway.)"""
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
 
 
 def prepare_instance(sync: bool) -> tuple[str, int, int]:

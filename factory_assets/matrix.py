@@ -1,10 +1,10 @@
 """The compatibility matrix asset: manifest x platform, downstream of every platform's records."""
 
-import os
 from pathlib import Path
 
 import dagster as dg
 
+from factory.env_numbers import env_int
 from factory.errors import FactoryError
 from factory.plan.decisions import RecordIndex, plan_store
 from factory.platforms import PLATFORMS
@@ -17,7 +17,9 @@ from factory_assets.queue_metrics import queue_metadata, status_report
 from resources import DockerBuilder, ManifestStore, RecordStore
 
 # How many earlier results each cell shows next to its current status.
-HISTORY = int(os.environ.get("FACTORY_MATRIX_HISTORY", "5"))
+HISTORY = env_int(
+    "FACTORY_MATRIX_HISTORY", 5, low=1, high=100, what="how many earlier results a cell shows"
+)
 RECORD_DEPS = [
     dg.AssetDep(
         dg.AssetKey([p.slug, "compatibility_record"]),

@@ -13,7 +13,6 @@ whole step with backoff; a retry re-renders, and reuses an image a previous atte
 same build key, so it costs little. Only the final attempt writes a record.
 """
 
-import os
 from collections.abc import Callable, Iterator
 from typing import NoReturn
 
@@ -31,6 +30,7 @@ from factory.build.pipeline import (
 )
 from factory.build.recording import record_failure, record_success
 from factory.build.step_guard import die_with_parent
+from factory.env_numbers import env_float
 from factory.errors import FactoryError, NoExecutorError, ServiceError
 from factory.platforms import Platform
 from factory.store.keys import BUILD_RECIPE_VERSION
@@ -64,8 +64,11 @@ class ChainConfig(dg.Config):
     force_rebuild: bool = False
 
 
-def _retry_delay_s() -> float:
-    return float(os.environ.get("FACTORY_RETRY_DELAY_S", "2"))
+def retry_delay_s() -> float:
+    """The first delay before a step is tried again, in seconds (FACTORY_RETRY_DELAY_S)."""
+    return env_float(
+        "FACTORY_RETRY_DELAY_S", 2.0, low=0, high=3600, what="a retry delay in seconds"
+    )
 
 
 def default_retry_policy() -> dg.RetryPolicy:
@@ -74,7 +77,7 @@ def default_retry_policy() -> dg.RetryPolicy:
     (those failures raise with allow_retries=False)."""
     return dg.RetryPolicy(
         max_retries=3,
-        delay=_retry_delay_s(),
+        delay=retry_delay_s(),
         backoff=dg.Backoff.EXPONENTIAL,
         jitter=dg.Jitter.PLUS_MINUS,
     )

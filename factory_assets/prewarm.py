@@ -7,7 +7,6 @@ runtime; elsewhere the op reports that there is no GPU executor and does nothing
 """
 
 import dataclasses
-import os
 import time
 
 import dagster as dg
@@ -15,18 +14,19 @@ import dagster as dg
 from factory.build.prewarm import StackBuild, prewarm
 from factory.errors import FactoryError
 from factory.platforms import PLATFORMS, Platform
+from factory_assets.platform_chain import retry_delay_s
 from factory_assets.platforms import k8s_op_tags
-from factory_assets.schedules import operator_schedule
+from factory_assets.schedules import env_cron, operator_schedule
 from resources import DockerBuilder, ManifestStore, Registry
 
-PREWARM_CRON = os.environ.get("FACTORY_PREWARM_CRON", "0 2 * * *")
+PREWARM_CRON = env_cron("FACTORY_PREWARM_CRON", "0 2 * * *")
 
 
 def prewarm_retry_policy() -> dg.RetryPolicy:
     """Prewarm only builds and pushes cache refs, so any failure is safe to try again."""
     return dg.RetryPolicy(
         max_retries=2,
-        delay=float(os.environ.get("FACTORY_RETRY_DELAY_S", "2")),
+        delay=retry_delay_s(),
         backoff=dg.Backoff.EXPONENTIAL,
         jitter=dg.Jitter.PLUS_MINUS,
     )

@@ -9,7 +9,6 @@ store too; evidence files are only removed under the local data dir (none exist 
 where a bucket lifecycle rule is the tool for old evidence).
 """
 
-import os
 from pathlib import Path
 
 import dagster as dg
@@ -19,10 +18,10 @@ from factory.build.stack_gc import plan_stack_gc
 from factory.records.gc_apply import apply_gc, local_registry_config
 from factory.records.gc_source import IndexedRecords
 from factory.records.retention import DEFAULT_EVIDENCE_DAYS, DEFAULT_KEEP, plan_gc
-from factory_assets.schedules import operator_schedule
+from factory_assets.schedules import env_cron, operator_schedule
 from resources import DockerBuilder, ManifestStore, RecordStore, Registry
 
-RETENTION_CRON = os.environ.get("FACTORY_RETENTION_CRON", "0 4 * * 0")
+RETENTION_CRON = env_cron("FACTORY_RETENTION_CRON", "0 4 * * 0")
 GC_TAG_PREFIX = "factory/gc_"
 # Plan lines logged per run; the rest are counted, not listed, to keep the event log small.
 MAX_LOGGED_LINES = 200

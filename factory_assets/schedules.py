@@ -6,12 +6,30 @@ on a plain cron (prewarm, retention)."""
 import os
 
 import dagster as dg
+from dagster._utils.schedules import is_valid_cron_string
 
 from factory.platforms import PLATFORMS, Platform
+from factory.safe_json import printable
+from factory.settings import SettingsError
 from factory_assets.jobs import BUILD_JOBS, build_job_name
 from factory_assets.partitions import PARTITIONS
 
-NIGHTLY_CRON = os.environ.get("FACTORY_NIGHTLY_CRON", "0 3 * * *")
+
+def env_cron(name: str, default: str) -> str:
+    """The cron expression in environment variable `name` (unset or blank: `default`); a
+    SettingsError naming the variable when Dagster would refuse it."""
+    raw = os.environ.get(name, "")
+    cron = raw.strip() or default
+    if not is_valid_cron_string(cron):
+        msg = (
+            f"{name}={printable(raw, limit=200)} is not a cron expression "
+            f"(five fields, e.g. {default!r})"
+        )
+        raise SettingsError(msg)
+    return cron
+
+
+NIGHTLY_CRON = env_cron("FACTORY_NIGHTLY_CRON", "0 3 * * *")
 
 
 def operator_schedule(job: dg.JobDefinition, cron: str, description: str) -> dg.ScheduleDefinition:

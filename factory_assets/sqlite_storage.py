@@ -136,16 +136,18 @@ class KeptEngineEventLogStorage(SqliteEventLogStorage):
         target = self.path_for_shard(shard)
         if self._template is None or shard == INDEX_SHARD_NAME or os.path.exists(target):
             return False
-        fd, scratch = tempfile.mkstemp(prefix=f".{shard}.", dir=self._base_dir)
+        scratch = None
         try:
+            fd, scratch = tempfile.mkstemp(prefix=f".{shard}.", dir=self._base_dir)
             with os.fdopen(fd, "wb") as copy:
                 copy.write(self._template)
             os.link(scratch, target)  # fails if it appeared meanwhile: then it is not ours
         except OSError:
-            return False
+            return False  # Dagster's own way then says what is wrong with the folder
         finally:
-            with suppress(FileNotFoundError):
-                os.unlink(scratch)
+            if scratch is not None:
+                with suppress(FileNotFoundError):
+                    os.unlink(scratch)
         return True
 
     def release_connections(self) -> None:
@@ -160,9 +162,8 @@ class KeptEngineEventLogStorage(SqliteEventLogStorage):
 
     def dispose(self) -> None:
         super().dispose()
+        self.release_connections()
         with self._db_lock:
-            for engine in self._engines.values():
-                engine.dispose()
             self._engines.clear()
 
 
@@ -184,7 +185,7 @@ class KeptEngineRunStorage(SqliteRunStorage):
 
     def dispose(self) -> None:
         super().dispose()
-        self._engine.dispose()
+        self.release_connections()
 
 
 class KeptEngineSqliteStorage(DagsterSqliteStorage):

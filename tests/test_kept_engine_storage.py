@@ -228,3 +228,12 @@ def test_an_instance_that_names_its_storage_is_the_operators(tmp_path, config, n
     path.write_text(config)
     assert names_storage(path) is names
     assert names_storage(tmp_path / "missing.yaml") is False
+
+
+def test_a_template_that_cannot_be_put_in_place_leaves_the_database_to_dagster(home):
+    with kept(home) as worker:
+        prepare_for_fork(worker)
+        storage = worker.event_log_storage
+        storage._base_dir = str(home / "no-such-folder")
+        assert storage._copy_template("a-new-run") is False
+        assert not (home / "no-such-folder").exists()

@@ -13,6 +13,7 @@ importing it again cost the run that much. The server also opens the instance on
 worker starts ready.
 """
 
+import contextlib
 import multiprocessing
 import multiprocessing.forkserver
 import os
@@ -23,18 +24,15 @@ from dataclasses import dataclass
 
 from factory.errors import FactoryError
 from factory.plan.decisions import PlanItem
+from factory.safe_json import printable
 
 # What a worker can be asked to do: functions of factory_assets.launcher.
 TASKS = frozenset({"prepare_instance", "run_combination", "materialize_matrix"})
 
-# What the fork server imports before it forks a worker: the code location, the executor a
-# combination's run uses, and the instance, opened (factory_assets/worker_start.py).
-PRELOAD = (
-    "factory_assets.launcher",
-    "factory_assets.definitions",
-    "dagster._core.execution.execute_in_process",
-    "factory_assets.worker_start",
-)
+# What the fork server imports before it forks a worker: a module that loads the code location
+# and opens the instance, and never raises (factory_assets/worker_start.py). A module named here
+# that raised would take the server down with a traceback, before any worker could say why.
+PRELOAD = ("factory_assets.worker_start",)
 
 # The environment this module last started the fork server with (None: it has not).
 _server_environment: dict[str, str] | None = None
@@ -77,10 +75,35 @@ class RunOutcome:
     seconds: float
 
 
-def _start_worker() -> None:
-    from factory_assets.launcher import load_code_location
+class CodeLocationError(FactoryError):
+    """The code location cannot be loaded in a worker (a setting it reads at import, a module
+    that fails to import)."""
 
-    load_code_location()
+
+def _launcher():
+    """factory_assets.launcher with the code location loaded; CodeLocationError, which the
+    `factory` process prints as one line, when it cannot be."""
+    try:
+        from factory_assets import launcher
+
+        launcher.load_code_location()
+    except FactoryError:
+        raise
+    except Exception as exc:
+        first_line = (str(exc).strip().splitlines() or [""])[0]
+        msg = (
+            "the code location (factory_assets) cannot be loaded: "
+            f"{type(exc).__name__}: {printable(first_line, limit=300)}"
+        )
+        raise CodeLocationError(msg) from None
+    return launcher
+
+
+def _start_worker() -> None:
+    # An initializer that raises breaks the pool without a word; the worker's first task meets
+    # the same trouble and reports it.
+    with contextlib.suppress(Exception):
+        _launcher()
 
 
 def _started() -> None:
@@ -88,9 +111,7 @@ def _started() -> None:
 
 
 def _task(name: str, *args):
-    from factory_assets import launcher
-
-    return getattr(launcher, name)(*args)
+    return getattr(_launcher(), name)(*args)
 
 
 class Workers:
