@@ -12,6 +12,13 @@ is in progress is not in that run's matrix, yet the run's materialization comes 
 Counting from the materialization would forget the record until the next one arrived; counting from
 the request keeps it, and the next tick after the run asks again.
 
+The request is seen (`newly_requested`) on the tick after it was made, and a record that landed
+in between is seen on that same tick. `since` lets the reset win a tie, and the boolean operators
+drop the timing that would let it tell the two apart, so such a record would be forgotten: the
+matrix run may have read the records before it landed. The reset therefore counts only on a tick
+that saw no new record; on the other ticks the condition stays true, and the matrix is requested
+again once the run in progress has ended. At worst that is one matrix run too many.
+
 A burst of records is coalesced: while a matrix run is in progress the condition waits, and the
 next tick requests one run for everything that arrived meanwhile. So 100 records in a burst give
 about one matrix run per tick of `results_automation_sensor`, not 100.
@@ -47,14 +54,22 @@ def _record_failed() -> dg.AutomationCondition:
     ).with_label("a build run of a record failed")
 
 
-def results_condition() -> dg.AutomationCondition:
-    """New records (materialized, or a failed build) since the asset was last requested, and no
-    run of it in progress."""
-    arrived = (
+def _records_arrived() -> dg.AutomationCondition:
+    return (
         dg.AutomationCondition.any_deps_updated().with_label("new records materialized")
         | _record_failed()
     )
-    handled = dg.AutomationCondition.newly_requested() | dg.AutomationCondition.initial_evaluation()
+
+
+def results_condition() -> dg.AutomationCondition:
+    """New records (materialized, or a failed build) since the asset was last requested on a tick
+    that saw no new record, and no run of it in progress."""
+    arrived = _records_arrived()
+    # A tick that sees the request and a new record at once must not forget the record.
+    requested_before_all_records = (
+        dg.AutomationCondition.newly_requested() & ~_records_arrived()
+    ).with_label("requested, and no record arrived since")
+    handled = requested_before_all_records | dg.AutomationCondition.initial_evaluation()
     return (arrived.since(handled) & ~dg.AutomationCondition.in_progress()).with_label(
         "new compatibility records"
     )

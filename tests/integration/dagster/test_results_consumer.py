@@ -220,3 +220,26 @@ def test_a_failed_build_run_brings_the_matrix_up_to_date(services, tmp_path):
         result = tick(result.cursor)
         assert {key: result.get_num_requested(key) for key in TARGETS} == dict.fromkeys(TARGETS, 1)
         assert tick(result.cursor).total_requested == 0
+
+
+def test_a_record_on_the_tick_after_a_request_is_not_lost():
+    """A record that lands between the tick that requested the matrix and the next tick may have
+    come too late for that matrix run: that next tick requests the matrix again, and the one after
+    (nothing new) does not."""
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions(partitions_name(SLUG), ["early", "late"])
+        tick = _ticker(instance)
+
+        def record(partition: str) -> None:
+            instance.report_runless_asset_event(
+                dg.AssetMaterialization(asset_key=RECORD, partition=partition)
+            )
+
+        result = tick(None)
+        record("early")
+        result = tick(result.cursor)
+        assert result.get_num_requested(MATRIX) == 1
+        record("late")
+        result = tick(result.cursor)
+        assert {key: result.get_num_requested(key) for key in TARGETS} == dict.fromkeys(TARGETS, 1)
+        assert tick(result.cursor).total_requested == 0
