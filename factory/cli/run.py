@@ -14,6 +14,7 @@ import click
 
 from factory.cli.common import fail, plan_for, plan_options, settings_for
 from factory.errors import FactoryError
+from factory.safe_json import printable
 
 
 def _print_skips(items) -> None:
@@ -88,6 +89,24 @@ def _matrix_materialized(future) -> bool:
         return bool(future.result())
     except Exception:  # a worker that died: the caller warns
         return False
+
+
+def _close_lost_runs(invocation: str) -> None:
+    """After a lost worker: its runs are marked failed, from a fresh worker."""
+    from factory.workers.run_pool import close_lost_runs
+
+    try:
+        closed = close_lost_runs(invocation)
+    except Exception as exc:  # the instance's or a worker's: a warning, the run's result stands
+        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        click.echo(
+            "warning: the lost worker's runs could not be marked failed: "
+            f"{printable(first_line, limit=300)}",
+            err=True,
+        )
+        return
+    if closed:
+        click.echo(f"marked {closed} run(s) the lost worker left unfinished as failed", err=True)
 
 
 def _on_start(item) -> None:
@@ -177,10 +196,8 @@ class _Run:
 
         # The workers (and their runs) find the instance here, and open it as they start.
         write_instance_config(self.settings.dagster_home)
-        workers = Workers(min(self.parallel, max(1, wanted)))
         sync = not self.state.partitions_synced(self.partitions)
-        workers.prepared = workers.submit("prepare_instance", sync)
-        return workers
+        return Workers(min(self.parallel, max(1, wanted)), first=("prepare_instance", sync))
 
     def _plan(self, *, manifest_ids, platforms, retry_failed) -> list:
         """Plan; return the records index generation."""
@@ -258,12 +275,18 @@ class _Run:
         outcomes = []
         matrix = None  # the matrix assets, materializing in a worker
         if todo:
+            from factory.workers.run_pool import new_invocation
+
+            invocation = new_invocation()
             outcomes = workers.run(
                 todo,
                 force_rebuild=self.force,
+                invocation=invocation,
                 on_start=_on_start,
                 on_done=_on_done_printer(watcher, len(todo)),
             )
+            if workers.lost:
+                _close_lost_runs(invocation)
             matrix = workers.submit("materialize_matrix")
         else:
             click.echo(_nothing_to_run_line(self.items))

@@ -11,12 +11,18 @@ costs about 2 CPU-seconds (Dagster, the assets, the instance's storage), and a `
 bound by CPU (its workers, the engine and BuildKit share the host's cores): each spawned worker
 importing it again cost the run that much. The server also opens the instance once, so a forked
 worker starts ready.
+
+Starting a worker waits for the fork server's answer, and the server answers only once its import
+is done (1 to 1.6 s). A thread therefore starts the workers and submits their first task, so the
+caller makes its plan meanwhile instead of after that import.
 """
 
 import contextlib
 import multiprocessing
 import multiprocessing.forkserver
 import os
+import threading
+import uuid
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
@@ -27,7 +33,7 @@ from factory.plan.decisions import PlanItem
 from factory.safe_json import printable
 
 # What a worker can be asked to do: functions of factory_assets.launcher.
-TASKS = frozenset({"prepare_instance", "run_combination", "materialize_matrix"})
+TASKS = frozenset({"prepare_instance", "run_combination", "materialize_matrix", "close_lost_runs"})
 
 # What the fork server imports before it forks a worker: a module that loads the code location
 # and opens the instance, and never raises (factory_assets/worker_start.py). A module named here
@@ -116,44 +122,69 @@ def _task(name: str, *args):
 
 class Workers:
     """A pool of `parallel` worker processes, forked from the fork server (nothing of this
-    process is inherited but its environment)."""
+    process is inherited but its environment). `first` is a task (name and arguments) submitted
+    as the workers start; its future is `prepared`."""
 
-    def __init__(self, parallel: int):
+    def __init__(self, parallel: int, *, first: tuple | None = None):
         self.count = max(1, parallel)
-        self.prepared: Future | None = None  # the instance set-up, when the caller submits it
+        if first is not None:
+            _check_task(first[0])
         self.pool = ProcessPoolExecutor(
             max_workers=self.count,
             mp_context=worker_context(),
             initializer=_start_worker,
         )
-        for _ in range(self.count):
-            self.pool.submit(_started)
+        self.lost = False  # whether a worker ended in the middle of a task
+        self._first: Future | None = None
+        self._start_error: BaseException | None = None
+        self._starting = threading.Thread(
+            target=self._start, args=(first,), name="factory-workers-start", daemon=True
+        )
+        self._starting.start()
+
+    def _start(self, first: tuple | None) -> None:
+        try:
+            if first is not None:
+                self._first = self.submit(*first)
+            # One no-op task per worker starts them all at once.
+            for _ in range(self.count - (first is not None)):
+                self.pool.submit(_started)
+        except BaseException as exc:  # reported by `prepared`, or by the next task
+            self._start_error = exc
+
+    @property
+    def prepared(self) -> Future:
+        """The future of the first task, once the workers have been started."""
+        self._starting.join()
+        if self._start_error is not None:
+            return _failed(self._start_error)
+        if self._first is None:
+            msg = "the workers were started without a first task"
+            raise RuntimeError(msg)
+        return self._first
 
     def __enter__(self) -> "Workers":
         return self
 
     def __exit__(self, *exc_info) -> None:
+        self._starting.join()
         self.pool.shutdown(wait=True, cancel_futures=True)
 
     def submit(self, task: str, *args) -> Future:
         """Start the named task (one of TASKS) in a worker. Once a worker is lost, the future
         holds WorkersLost rather than the call raising."""
-        if task not in TASKS:
-            msg = f"unknown worker task {task!r}"
-            raise ValueError(msg)
+        _check_task(task)
         try:
             return self.pool.submit(_task, task, *args)
         except BrokenProcessPool as exc:
-            lost: Future = Future()
-            lost.set_exception(_lost(exc))
-            return lost
+            return _failed(_lost(exc))
 
-    @staticmethod
-    def result(future: Future):
+    def result(self, future: Future):
         """The task's result; WorkersLost (a FactoryError) when its worker was lost."""
         try:
             return future.result()
-        except BrokenProcessPool as exc:
+        except (BrokenProcessPool, WorkersLost) as exc:
+            self.lost = True
             raise _lost(exc) from None
 
     def run(
@@ -161,13 +192,15 @@ class Workers:
         items: list[PlanItem],
         *,
         force_rebuild: bool,
+        invocation: str,
         on_start: Callable[[PlanItem], None],
         on_done: Callable[[PlanItem, RunOutcome], None],
     ) -> list[RunOutcome]:
-        """Run the items, high priority first; each outcome is handed to `on_done` as it comes."""
+        """Run the items, high priority first; each outcome is handed to `on_done` as it comes.
+        Each run is tagged with `invocation` (what `close_lost_runs` finds them by)."""
         futures = {}
         for item in sorted(items, key=PlanItem.queue_order):
-            futures[self.submit("run_combination", item, force_rebuild)] = item
+            futures[self.submit("run_combination", item, force_rebuild, invocation)] = item
             on_start(item)
         outcomes = []
         for future in as_completed(futures):
@@ -183,8 +216,36 @@ class Workers:
         return outcomes
 
 
-def _lost(exc: BrokenProcessPool) -> WorkersLost:
+def _check_task(name: str) -> None:
+    if name not in TASKS:
+        msg = f"unknown worker task {name!r}"
+        raise ValueError(msg)
+
+
+def _failed(exc: BaseException) -> Future:
+    """A future that already holds `exc`."""
+    future: Future = Future()
+    future.set_exception(exc)
+    return future
+
+
+def _lost(exc: BaseException) -> WorkersLost:
+    if isinstance(exc, WorkersLost):
+        return exc
     return WorkersLost(f"a worker process of `factory run` ended unexpectedly ({exc})")
+
+
+def new_invocation() -> str:
+    """An id for one command's runs (their `factory/invocation` tag)."""
+    return uuid.uuid4().hex
+
+
+def close_lost_runs(invocation: str) -> int:
+    """In a fresh worker: mark the runs of `invocation` that a lost worker left unfinished as
+    failed (a run whose process is gone stays STARTED otherwise, in the UI and for the daemon's
+    queue). Returns how many."""
+    with Workers(1) as workers:
+        return workers.result(workers.submit("close_lost_runs", invocation))
 
 
 def run_items(
@@ -196,5 +257,18 @@ def run_items(
     on_done: Callable[[PlanItem, RunOutcome], None],
 ) -> list[RunOutcome]:
     """Run the items `parallel` at a time in fresh workers."""
+    invocation = new_invocation()
     with Workers(min(parallel, max(1, len(items)))) as workers:
-        return workers.run(items, force_rebuild=force_rebuild, on_start=on_start, on_done=on_done)
+        outcomes = workers.run(
+            items,
+            force_rebuild=force_rebuild,
+            invocation=invocation,
+            on_start=on_start,
+            on_done=on_done,
+        )
+        lost = workers.lost
+    if lost:
+        # Best effort: each outcome already says its worker was lost.
+        with contextlib.suppress(Exception):
+            close_lost_runs(invocation)
+    return outcomes
