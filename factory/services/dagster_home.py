@@ -23,13 +23,22 @@ INSTANCE_CONFIG = PROJECT_ROOT / "dagster.yaml"
 STORAGE_KEYS = ("storage", "run_storage", "event_log_storage", "schedule_storage")
 
 
-def names_storage(config: Path) -> bool:
-    """Whether the dagster.yaml at `config` names a storage of its own (an operator's instance)."""
+def _names_any(config: Path, keys: tuple[str, ...]) -> bool:
     try:
         loaded = yaml.safe_load(config.read_text())
     except (OSError, yaml.YAMLError):
         return False
-    return isinstance(loaded, dict) and any(loaded.get(key) for key in STORAGE_KEYS)
+    return isinstance(loaded, dict) and any(loaded.get(key) for key in keys)
+
+
+def names_storage(config: Path) -> bool:
+    """Whether the dagster.yaml at `config` names a storage of its own (an operator's instance)."""
+    return _names_any(config, STORAGE_KEYS)
+
+
+def names_compute_logs(config: Path) -> bool:
+    """Whether the dagster.yaml at `config` names a compute log manager of its own."""
+    return _names_any(config, ("compute_logs",))
 
 
 def write_instance_config(home: Path) -> Path:

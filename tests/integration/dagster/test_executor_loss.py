@@ -53,6 +53,7 @@ from factory_assets.partitions import partitions_name
 from factory_assets.pools import apply_pool_limits
 from tests.integration.stores import example_store_copy, manifest
 from tests.integration.webhook_receiver import webhook_receiver
+from tests.process_tree import alive, children, cmdline, parent_pid
 
 pytestmark = pytest.mark.integration
 
@@ -94,29 +95,12 @@ def _dagster(env: dict[str, str], *args: str) -> None:
     assert done.returncode == 0, f"dagster {' '.join(args)} failed:\n{done.stderr[-4000:]}"
 
 
-def _ppid(pid: int) -> int:
-    # /proc/PID/stat: "pid (comm) state ppid ..."; comm may hold spaces, so split after ")".
-    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-
-
 def _descends_from(pid: int, ancestor: int) -> bool:
     while pid > 1:
         if pid == ancestor:
             return True
-        pid = _ppid(pid)
+        pid = parent_pid(pid)
     return False
-
-
-def _children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if _ppid(int(entry.name)) == pid:
-                    found.append(int(entry.name))
-            except (FileNotFoundError, ProcessLookupError, IndexError):
-                continue  # the process ended while we looked
-    return found
 
 
 class Daemon:
@@ -155,15 +139,6 @@ def _worker_pid(instance: dg.DagsterInstance, run_id: str) -> int | None:
         if data and "pid" in data.metadata and event.message.startswith("Started process for run"):
             return int(data.metadata["pid"].value)
     return None
-
-
-def _alive(pid: int) -> bool:
-    """A running process (not a zombie waiting to be reaped)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, IndexError):
-        return False
-    return state != "Z"
 
 
 def _step_started(instance: dg.DagsterInstance, run_id: str, step_key: str) -> float | None:
@@ -284,8 +259,8 @@ def _kill_and_recover(home: Path, env: dict[str, str], data_dir: Path, daemon: D
         # Kill exactly that process, and only after checking it is ours: a descendant of the
         # daemon this test started (daemon -> code server -> run worker).
         assert _descends_from(pid, daemon.process.pid), f"PID {pid} is not under our daemon"
-        step_pids = _children(pid)
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+        step_pids = children(pid)
+        command = cmdline(pid)
         assert instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.STARTED
         ended = instance.all_logs(
             run_id,
@@ -302,7 +277,7 @@ def _kill_and_recover(home: Path, env: dict[str, str], data_dir: Path, daemon: D
             deadline,
         )
         timings["marked_failed"] = time.monotonic() - t0
-        orphans_alive = [p for p in step_pids if _alive(p)]
+        orphans_alive = [p for p in step_pids if alive(p)]
         retry = _wait_for(
             "a retry run",
             daemon,
@@ -344,7 +319,7 @@ def _kill_and_recover(home: Path, env: dict[str, str], data_dir: Path, daemon: D
                 and e.dagster_event.event_type == dg.DagsterEventType.STEP_SUCCESS
             ],
             worker_pid=pid,
-            worker_cmdline=cmdline,
+            worker_cmdline=command,
             step_pids=step_pids,
             orphans_alive=orphans_alive,
             records=list(store.records()),
