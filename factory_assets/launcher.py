@@ -19,21 +19,33 @@ from pathlib import Path
 
 from factory.plan.decisions import PlanItem
 from factory.platforms import platform as lookup_platform
+from factory.safe_json import printable
 from factory.workers.run_pool import RunOutcome
 from factory_assets.jobs import build_job_name, run_tags
 from factory_assets.platform_chain import chain_step_name
 from factory_assets.sqlite_storage import release_connections
 
 QUIET_LOGGERS = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
+# Every run of one `factory run` carries its invocation's id (factory/workers/run_pool.py).
+INVOCATION_TAG = "factory/invocation"
 
 
 def _failure_message(result) -> str:
+    """The first step failure's message; else the run's own failure (a run that failed before
+    any step, for instance on an instance part its dagster.yaml names that cannot be loaded)."""
     for event in result.all_events:
         if event.is_step_failure and event.step_failure_data and event.step_failure_data.error:
-            error = event.step_failure_data.error
-            user = error.cause if error.cause else error
-            return (user.message or error.message).strip().splitlines()[0]
+            return _first_line(event.step_failure_data.error)
+    for event in result.all_events:
+        if event.is_run_failure and event.job_failure_data and event.job_failure_data.error:
+            return f"run failed: {_first_line(event.job_failure_data.error)}"
     return "run failed"
+
+
+def _first_line(error) -> str:
+    user = error.cause if error.cause else error
+    lines = (user.message or error.message or "").strip().splitlines()
+    return printable(lines[0] if lines else type(error).__name__, limit=300)
 
 
 def uses_celery(environ: dict[str, str] | None = None) -> bool:
@@ -55,29 +67,36 @@ def worker_instance():
 
 def _open_instance():
     """The instance at DAGSTER_HOME; the local SQLite one with its engines kept
-    (factory_assets/sqlite_storage.py), an operator's storage (PostgreSQL) as configured."""
+    (factory_assets/sqlite_storage.py), an operator's storage (PostgreSQL) as configured; the
+    compute logs captured to files without an echo (factory_assets/compute_logs.py) unless its
+    dagster.yaml names a compute log manager."""
     import dagster as dg
     from dagster._core.instance.ref import InstanceRef
 
-    from factory.services.dagster_home import first_open_lock, names_storage
+    from factory.services.dagster_home import first_open_lock, names_compute_logs, names_storage
+    from factory_assets.compute_logs import file_captured_overrides
     from factory_assets.instance import open_instance, unusable_instance
     from factory_assets.sqlite_storage import kept_engine_overrides
 
     home = os.environ.get("DAGSTER_HOME", "")
     if not os.path.isabs(home):
         return open_instance()  # which says what is wrong with DAGSTER_HOME
+    config = Path(home) / "dagster.yaml"
     # An operator's storage is made on first open too: the lock covers both.
     with first_open_lock(Path(home)):
-        if names_storage(Path(home) / "dagster.yaml"):
-            return open_instance()
+        overrides = {}
+        if not names_storage(config):
+            overrides.update(kept_engine_overrides(home))
+        if not names_compute_logs(config):
+            overrides.update(file_captured_overrides(home))
         try:
-            ref = InstanceRef.from_dir(home, overrides=kept_engine_overrides(home))
+            ref = InstanceRef.from_dir(home, overrides=overrides)
             return dg.DagsterInstance.from_ref(ref)
         except Exception as exc:  # as open_instance says
             raise unusable_instance(exc) from None
 
 
-def run_combination(item: PlanItem, force_rebuild: bool) -> RunOutcome:
+def run_combination(item: PlanItem, force_rebuild: bool, invocation: str) -> RunOutcome:
     """Execute one combination's build job against the DAGSTER_HOME instance: in this process,
     or with FACTORY_EXECUTOR=celery on a worker of its pool (this process coordinates)."""
     from factory_assets.definitions import defs
@@ -88,15 +107,18 @@ def run_combination(item: PlanItem, force_rebuild: bool) -> RunOutcome:
     run_config = dict(QUIET_LOGGERS)
     if force_rebuild:
         run_config["ops"] = {chain_step_name(platform): {"config": {"force_rebuild": True}}}
+    tags = {**run_tags(item), INVOCATION_TAG: invocation}
     instance = worker_instance()
     try:
         if uses_celery():
-            success, run_id, message = _run_through_celery(instance, job_name, item, run_config)
+            success, run_id, message = _run_through_celery(
+                instance, job_name, item, tags, run_config
+            )
         else:
             result = defs.resolve_job_def(job_name).execute_in_process(
                 partition_key=item.manifest_id,
                 instance=instance,
-                tags=run_tags(item),
+                tags=tags,
                 run_config=run_config,
                 raise_on_error=False,
             )
@@ -114,7 +136,7 @@ def run_combination(item: PlanItem, force_rebuild: bool) -> RunOutcome:
     )
 
 
-def _run_through_celery(instance, job_name: str, item: PlanItem, run_config: dict):
+def _run_through_celery(instance, job_name: str, item: PlanItem, tags: dict, run_config: dict):
     """Run the job with the code location's Celery executor; this process is the coordinator."""
     import dagster as dg
     from dagster._core.definitions.reconstruct import ReconstructableRepository
@@ -130,7 +152,7 @@ def _run_through_celery(instance, job_name: str, item: PlanItem, run_config: dic
         job,
         instance=instance,
         run_config=run_config,
-        tags={**run_tags(item), PARTITION_NAME_TAG: item.manifest_id},
+        tags={**tags, PARTITION_NAME_TAG: item.manifest_id},
         raise_on_error=False,
     )
     message = "" if result.success else _failure_message(result)
@@ -178,3 +200,29 @@ def prepare_instance(sync: bool) -> tuple[str, int, int]:
     if sync:
         added, removed = sync_partitions(instance, load_store(settings.manifest_store))
     return str(settings.dagster_home), added, removed
+
+
+def close_lost_runs(invocation: str) -> int:
+    """Mark the runs tagged with `invocation` that have not finished as failed: their worker was
+    lost, and nothing else would end them. Returns how many."""
+    import dagster as dg
+
+    unfinished = [
+        dg.DagsterRunStatus.NOT_STARTED,
+        dg.DagsterRunStatus.QUEUED,
+        dg.DagsterRunStatus.STARTING,
+        dg.DagsterRunStatus.STARTED,
+        dg.DagsterRunStatus.CANCELING,
+    ]
+    instance = worker_instance()
+    try:
+        runs = instance.get_runs(
+            dg.RunsFilter(tags={INVOCATION_TAG: invocation}, statuses=unfinished)
+        )
+        for run in runs:
+            instance.report_run_failed(
+                run, message="the `factory run` worker process executing this run was lost"
+            )
+    finally:
+        release_connections(instance)
+    return len(runs)

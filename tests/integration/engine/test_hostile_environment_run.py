@@ -39,3 +39,24 @@ def test_run_names_a_setting_the_code_location_cannot_use(services, tmp_path, ca
     assert list(LocalRecordStore(tmp_path / "data").records()) == []
     with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
         assert instance.get_runs() == []
+
+
+@pytest.mark.timeout(300)
+def test_run_names_a_compute_log_manager_that_cannot_be_imported(services, tmp_path):
+    """An operator's dagster.yaml (it names its storage) whose compute log manager cannot be
+    imported fails each run before any step: the line names the module, not just "run failed"."""
+    store = example_store_copy(tmp_path, {"hostile_logs": manifest()})
+    env = env_for(tmp_path, store)
+    home = env["DAGSTER_HOME"]
+    with open(f"{home}/dagster.yaml", "a") as config:
+        config.write(
+            f"\nstorage:\n  sqlite:\n    base_dir: {home}\n"
+            "compute_logs:\n  module: no_such_log_module\n  class: NoSuchManager\n"
+        )
+    proc = run([BIN / "factory", "run", "--manifest-id", "hostile_logs"], env, timeout=240)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 1, output[-3000:]
+    assert "Traceback" not in output, output[-3000:]
+    [line] = [line for line in output.splitlines() if "NOT RECORDED" in line]
+    assert "no_such_log_module" in line, output[-3000:]
+    assert list(LocalRecordStore(tmp_path / "data").records()) == []

@@ -1,62 +1,84 @@
 """A `factory run` whose worker process is killed in the middle of a run says so and exits 1: every
 combination it could not finish is reported NOT RECORDED, the matrix assets are reported as not
-materialized, no traceback is shown, and no process of the run is left behind."""
+materialized, the lost run is marked failed (not left STARTED), no traceback is shown, and no
+process of the run is left behind."""
 
 import os
 import signal
 import subprocess
 import time
-from pathlib import Path
+import uuid
 
+import dagster as dg
+import docker
 import pytest
+from dagster._core.instance.ref import InstanceRef
 
 from factory.settings import PROJECT_ROOT
 from tests.integration.dagster.test_cli import BIN, env_for
 from tests.integration.stores import example_store_copy, manifest
+from tests.process_tree import alive, children, cmdline
 
 pytestmark = pytest.mark.integration
 
-
-def _children(pid: int) -> list[int]:
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            found.append(int(stat.parent.name))
-    return found
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except OSError:
-        return ""
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+UNFINISHED = {
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+}
 
 
 def _gone_within(pids: list[int], timeout_s: float) -> bool:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if not any(_alive(pid) for pid in pids):
+        if not any(alive(pid) for pid in pids):
             return True
         time.sleep(0.1)
     return False
 
 
+def _runs(home: str) -> list[dg.DagsterRun]:
+    with dg.DagsterInstance.from_ref(InstanceRef.from_dir(home)) as instance:
+        return list(instance.get_runs())
+
+
+def _wait_for_a_started_run(home: str, factory: subprocess.Popen, timeout_s: float) -> None:
+    """Until the instance shows a run STARTED: the worker is then inside it (a slow suite keeps
+    it there for half a minute)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and factory.poll() is None:
+        if any(r.status == dg.DagsterRunStatus.STARTED for r in _runs(home)):
+            return
+        time.sleep(0.2)
+    pytest.fail("no run of `factory run` started")
+
+
+def _remove_test_containers(engine: str, suite: str) -> None:
+    """The killed worker's test container outlives it (only a worker removes its containers)."""
+    client = docker.DockerClient(base_url=engine)
+    try:
+        for container in client.containers.list(
+            all=True, filters={"label": f"io.factory.suite={suite}"}
+        ):
+            container.remove(force=True)
+    finally:
+        client.close()
+
+
 @pytest.mark.timeout(300)
 def test_a_killed_worker_is_reported_not_shown_as_a_traceback(services, tmp_path):
-    store = example_store_copy(tmp_path, {"lost_one": manifest(), "lost_two": manifest()})
+    suite = f"slow_{uuid.uuid4().hex[:8]}"
+    rel = f"tests/{suite}.sh"
+    slow = {**manifest(tests=[suite]), "priority": "high"}  # run first
+    store = example_store_copy(
+        tmp_path,
+        {"lost_one": slow, "lost_two": manifest()},
+        suites={suite: {"path": rel, "timeout_s": 60}},
+        files={rel: "sleep 30\n"},
+    )
     env = env_for(tmp_path, store)
+    home = env["DAGSTER_HOME"]
     only = ["--manifest-id", "lost_one", "--manifest-id", "lost_two"]
     factory = subprocess.Popen(
         [BIN / "factory", "run", "--parallel", "1", *only],
@@ -72,11 +94,11 @@ def test_a_killed_worker_is_reported_not_shown_as_a_traceback(services, tmp_path
             lines.append(line)
             if "queued" in line:
                 break
-        servers = [p for p in _children(factory.pid) if "forkserver" in _cmdline(p)]
+        servers = [p for p in children(factory.pid) if "forkserver" in cmdline(p)]
         assert len(servers) == 1, f"fork server of {factory.pid}: {servers}\n{''.join(lines)}"
-        workers = _children(servers[0])
+        workers = children(servers[0])
         assert len(workers) == 1, workers
-        time.sleep(0.5)  # inside the first run
+        _wait_for_a_started_run(home, factory, timeout_s=120)
         os.kill(workers[0], signal.SIGKILL)
         rest, _ = factory.communicate(timeout=240)
     finally:
@@ -84,6 +106,7 @@ def test_a_killed_worker_is_reported_not_shown_as_a_traceback(services, tmp_path
             factory.kill()
             factory.wait()
         factory.stdout.close()
+        _remove_test_containers(env["DOCKER_HOST"], suite)
     output = "".join(lines) + rest
     assert factory.returncode == 1, output
     assert "Traceback" not in output, output
@@ -91,4 +114,10 @@ def test_a_killed_worker_is_reported_not_shown_as_a_traceback(services, tmp_path
     assert "ended unexpectedly" in output or "terminated abruptly" in output, output
     assert "did not materialize" in output, output
     assert "2 combination(s) could not be recorded" in output, output
+    assert "marked 1 run(s) the lost worker left unfinished as failed" in output, output
     assert _gone_within(servers, 15), "the fork server outlived `factory run`"
+    runs = _runs(home)
+    assert [r for r in runs if r.status in UNFINISHED] == [], [(r.run_id, r.status) for r in runs]
+    [lost] = runs
+    assert lost.status == dg.DagsterRunStatus.FAILURE
+    assert lost.tags.get("factory/invocation")
