@@ -12,7 +12,11 @@ combination's run writes some 25 events and checks its run record many times. He
   the UI, the daemon and other workers see every write as before;
 - a new run's database is a copy of a template made once, by Dagster's own code, in a scratch
   folder: the same tables, indexes, journal mode and schema revision. The copy appears under its
-  name complete, by a hard link, so nothing ever sees it half written.
+  name complete, by a hard link, so nothing ever sees it half written;
+- whether the index has a table is asked before every dynamic-partition query (a dozen times a
+  run), and Dagster answers it with a new engine, a new connection and a schema read each time.
+  Here a table found is remembered: tables are added by migrations, never dropped under a
+  running instance.
 
 Connections must not cross a fork: `release_connections` closes them (the fork server calls it
 after opening the instance, factory_assets/worker_start.py), and a forked child drops any it
@@ -86,7 +90,18 @@ class KeptEngineEventLogStorage(SqliteEventLogStorage):
     def __init__(self, base_dir: str, inst_data=None):
         self._engines: OrderedDict[str, Engine] = OrderedDict()
         self._template: bytes | None = None
+        self._tables_found: set[str] = set()
         super().__init__(base_dir, inst_data=inst_data)
+
+    def has_table(self, table_name: str) -> bool:
+        # Asked with an index transaction open too (under `_db_lock`): a miss is answered the
+        # parent's way, on a connection of its own.
+        if table_name in self._tables_found:
+            return True
+        found = super().has_table(table_name)
+        if found:
+            self._tables_found.add(table_name)
+        return found
 
     def _engine(self, shard: str) -> Engine:
         """The kept engine of a database (called under the parent's `_db_lock`)."""
@@ -158,6 +173,7 @@ class KeptEngineEventLogStorage(SqliteEventLogStorage):
 
     def wipe(self) -> None:
         self.release_connections()  # the run databases are about to be deleted
+        self._tables_found.clear()
         super().wipe()
 
     def dispose(self) -> None:

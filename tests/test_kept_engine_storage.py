@@ -14,6 +14,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 from dagster._core.instance.ref import InstanceRef
+from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
 
 from factory.services.dagster_home import INSTANCE_CONFIG, names_storage
 from factory_assets.sqlite_storage import (
@@ -237,3 +238,29 @@ def test_a_template_that_cannot_be_put_in_place_leaves_the_database_to_dagster(h
         storage._base_dir = str(home / "no-such-folder")
         assert storage._copy_template("a-new-run") is False
         assert not (home / "no-such-folder").exists()
+
+
+def test_a_table_found_is_remembered_and_one_not_found_is_asked_again(home, monkeypatch):
+    with kept(home) as worker:
+        storage = worker.event_log_storage
+        asked = []
+        parent = SqliteEventLogStorage.has_table
+
+        def counted(self, table_name):
+            asked.append(table_name)
+            return parent(self, table_name)
+
+        monkeypatch.setattr(SqliteEventLogStorage, "has_table", counted)
+        worker.add_dynamic_partitions(PARTS.name, ["a"])
+        for _ in range(3):
+            assert worker.has_dynamic_partition(PARTS.name, "a")
+        assert storage.has_table("dynamic_partitions")
+        assert asked.count("dynamic_partitions") == 1, asked
+        # A partition query with an index transaction open: no deadlock on the storage's lock.
+        materialize(worker, "a")
+
+        assert not storage.has_table("made_later")
+        with sqlite3.connect(Path(storage.path_for_shard("index"))) as conn:
+            conn.execute("CREATE TABLE made_later (id INTEGER)")
+        assert storage.has_table("made_later")
+        assert asked.count("made_later") == 2

@@ -104,6 +104,14 @@ class SuiteContainer(TypedDict):
 # The digest `docker push` prints for the manifest it pushed.
 _DIGEST_RE = re.compile(r"digest: (sha256:[0-9a-f]{64})")
 
+# What an engine said about itself, by DOCKER_HOST, for this process's life: its API version
+# (which a new client otherwise asks for) and its ID (`info`, one of the engine's slower calls).
+# A worker process builds many combinations on the same engine, each with a new Engine; an ID is
+# stable across the engine's restarts, and a version change means a new engine process, which a
+# worker's life does not span in practice (and a wrong one fails the call that uses it, loudly).
+_API_VERSIONS: dict[str, str] = {}
+_ENGINE_IDS: dict[str, str] = {}
+
 
 class Engine:
     """One Docker Engine, addressed by its DOCKER_HOST."""
@@ -116,12 +124,17 @@ class Engine:
     def client(self) -> docker.DockerClient:
         if self._client is None:
             try:
-                self._client = docker.DockerClient(base_url=self.docker_host, timeout=API_TIMEOUT_S)
+                self._client = docker.DockerClient(
+                    base_url=self.docker_host,
+                    timeout=API_TIMEOUT_S,
+                    version=_API_VERSIONS.get(self.docker_host),  # None: ask the engine
+                )
                 if self.docker_host.startswith("unix://"):
                     # requests reads proxy settings from the environment on every call (about
                     # 1 ms of CPU each, some 20 calls a combination); a unix socket has no proxy.
                     self._client.api.trust_env = False
                 self._client.ping()
+                _API_VERSIONS[self.docker_host] = self._client.api.api_version
             except (DockerException, requests.RequestException) as exc:
                 msg = (
                     f"the Docker Engine at {self.docker_host} does not answer ({exc}); "
@@ -133,12 +146,18 @@ class Engine:
     def engine_id(self) -> str | None:
         """The ID this engine reports for itself (stable across restarts, distinct per engine);
         None when it does not say, which is not worth failing a build over."""
+        known = _ENGINE_IDS.get(self.docker_host)
+        if known is not None:
+            return known
         try:
             info = self.client.info()
         except (DockerException, requests.RequestException):
             return None
         value = info.get("ID") if isinstance(info, dict) else None
-        return value if isinstance(value, str) and value else None
+        if not (isinstance(value, str) and value):
+            return None
+        _ENGINE_IDS[self.docker_host] = value
+        return value
 
     def _cli_env(self) -> dict[str, str]:
         return {**os.environ, "DOCKER_HOST": self.docker_host, "DOCKER_BUILDKIT": "1"}

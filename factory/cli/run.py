@@ -134,6 +134,7 @@ def run_command(manifest_store, manifest_ids, platforms, force, retry_failed, pa
     (pass or fail), 1 when one could not be recorded.
     """
     from factory.plan.run_state import RunState, combinations_fingerprint
+    from factory.services.embedded import docker_host
     from factory.store.load import load_store
 
     settings = settings_for(manifest_store)
@@ -141,6 +142,9 @@ def run_command(manifest_store, manifest_ids, platforms, force, retry_failed, pa
     os.environ["FACTORY_MANIFEST_STORE"] = str(settings.manifest_store)
     try:
         store = load_store(settings.manifest_store)
+        # One engine for the plan and every run of this invocation, found once: each run's step
+        # would otherwise look for it again (the default socket, then the project's own).
+        os.environ["DOCKER_HOST"] = docker_host(settings)
     except FactoryError as exc:
         raise fail(exc) from None
     run = _Run(
