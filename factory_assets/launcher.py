@@ -202,9 +202,10 @@ def prepare_instance(sync: bool) -> tuple[str, int, int]:
     return str(settings.dagster_home), added, removed
 
 
-def close_lost_runs(invocation: str) -> int:
-    """Mark the runs tagged with `invocation` that have not finished as failed: their worker was
-    lost, and nothing else would end them. Returns how many."""
+def close_lost_runs(invocation: str) -> tuple[int, int | str]:
+    """Mark the runs tagged with `invocation` that have not finished as failed (their worker was
+    lost, and nothing else would end them), and remove the test containers their steps left on
+    this host's engine. Returns (runs marked, containers removed or why none could be)."""
     import dagster as dg
 
     unfinished = [
@@ -225,4 +226,25 @@ def close_lost_runs(invocation: str) -> int:
             )
     finally:
         release_connections(instance)
-    return len(runs)
+    return len(runs), _remove_lost_test_containers([run.run_id for run in runs])
+
+
+def _remove_lost_test_containers(run_ids: list[str]) -> int | str:
+    # Under Celery the steps run on other hosts' workers, which were not lost: theirs stay.
+    if not run_ids or uses_celery():
+        return 0
+    from factory.build.engine import Engine
+    from factory.errors import FactoryError
+    from factory.services.embedded import docker_host
+    from factory.settings import Settings
+
+    try:
+        engine = Engine(docker_host(Settings.from_env()))
+        try:
+            return engine.remove_test_containers_of(run_ids)
+        finally:
+            engine.client.close()
+    except FactoryError as exc:
+        return printable(str(exc), limit=300)
+    except Exception as exc:  # the engine's answer (docker's or requests' errors)
+        return printable(f"{type(exc).__name__}: {exc}", limit=300)

@@ -99,7 +99,11 @@ class SuiteContainer(TypedDict):
     environment: dict[str, str]
     read_only_root: NotRequired[bool]
     gpu: NotRequired[bool]
+    run_id: NotRequired[str | None]  # the Dagster run whose step made it (a label)
 
+
+# The label naming the Dagster run whose step made a test container.
+RUN_LABEL = "io.factory.run_id"
 
 # The digest `docker push` prints for the manifest it pushed.
 _DIGEST_RE = re.compile(r"digest: (sha256:[0-9a-f]{64})")
@@ -323,8 +327,10 @@ class Engine:
         environment: dict[str, str],
         read_only_root: bool = True,
         gpu: bool = False,
+        run_id: str | None = None,
     ):
         """A created (not started) test container: no network, memory/pids limits, no caps.
+        Labelled with its suite and, when given, its run (`remove_test_containers_of`).
 
         With `gpu`, it requests every GPU of the host (a device request with the `gpu`
         capability and count -1, as `docker run --gpus all`); the engine's NVIDIA runtime
@@ -344,11 +350,30 @@ class Engine:
             tmpfs={"/tmp": f"rw,nosuid,nodev,size={TEST_TMPFS},mode=1777"},
             volumes={str(script_path.resolve()): {"bind": target, "mode": "ro"}},
             platform=oci_platform,
-            labels={"io.factory.role": "test", "io.factory.suite": suite},
+            labels={
+                "io.factory.role": "test",
+                "io.factory.suite": suite,
+                **({RUN_LABEL: run_id} if run_id else {}),
+            },
             device_requests=[docker.types.DeviceRequest(count=-1, capabilities=[["gpu"]])]
             if gpu
             else None,
         )
+
+    def remove_test_containers_of(self, run_ids: Sequence[str]) -> int:
+        """Remove the test containers that the runs' steps left (a lost worker removes nothing:
+        its containers run on until their suites end, then stay). Returns how many."""
+        removed = 0
+        for run_id in run_ids:
+            for container in self.client.containers.list(
+                all=True, filters={"label": ["io.factory.role=test", f"{RUN_LABEL}={run_id}"]}
+            ):
+                try:
+                    container.remove(force=True)
+                except NotFound:
+                    continue  # gone meanwhile
+                removed += 1
+        return removed
 
     def run_suite(self, *, timeout_s: int, **spec: Unpack[SuiteContainer]) -> SuiteRun:
         """Run one test suite in a fresh container (`create_test_container`): no network,

@@ -275,6 +275,7 @@ def run_tests(state: BuildState, services: Services) -> BuildState:
                 read_only_root=state.suite_read_only.get(suite, True),
                 environment=suite_environment(state.manifest_id, platform),
                 gpu=platform.gpu,
+                run_id=state.run_id,
             )
             results.append(run)
             verdict = "timed out" if run.timed_out else f"exit {run.exit_code}"

@@ -92,11 +92,12 @@ def _matrix_materialized(future) -> bool:
 
 
 def _close_lost_runs(invocation: str) -> None:
-    """After a lost worker: its runs are marked failed, from a fresh worker."""
+    """After a lost worker: its runs are marked failed and their test containers removed, from
+    a fresh worker."""
     from factory.workers.run_pool import close_lost_runs
 
     try:
-        closed = close_lost_runs(invocation)
+        closed, removed = close_lost_runs(invocation)
     except Exception as exc:  # the instance's or a worker's: a warning, the run's result stands
         first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         click.echo(
@@ -107,6 +108,10 @@ def _close_lost_runs(invocation: str) -> None:
         return
     if closed:
         click.echo(f"marked {closed} run(s) the lost worker left unfinished as failed", err=True)
+    if isinstance(removed, str):
+        click.echo(f"warning: its test containers could not be removed: {removed}", err=True)
+    elif removed:
+        click.echo(f"removed {removed} test container(s) the lost worker left", err=True)
 
 
 def _on_start(item) -> None:

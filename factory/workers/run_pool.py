@@ -240,10 +240,11 @@ def new_invocation() -> str:
     return uuid.uuid4().hex
 
 
-def close_lost_runs(invocation: str) -> int:
+def close_lost_runs(invocation: str) -> tuple[int, int | str]:
     """In a fresh worker: mark the runs of `invocation` that a lost worker left unfinished as
     failed (a run whose process is gone stays STARTED otherwise, in the UI and for the daemon's
-    queue). Returns how many."""
+    queue) and remove their test containers. Returns (runs marked, containers removed or why
+    they could not be)."""
     with Workers(1) as workers:
         return workers.result(workers.submit("close_lost_runs", invocation))
 

@@ -1,7 +1,7 @@
 """A `factory run` whose worker process is killed in the middle of a run says so and exits 1: every
 combination it could not finish is reported NOT RECORDED, the matrix assets are reported as not
-materialized, the lost run is marked failed (not left STARTED), no traceback is shown, and no
-process of the run is left behind."""
+materialized, the lost run is marked failed (not left STARTED) and its test container removed,
+no traceback is shown, and no process of the run is left behind."""
 
 import os
 import signal
@@ -54,14 +54,24 @@ def _wait_for_a_started_run(home: str, factory: subprocess.Popen, timeout_s: flo
     pytest.fail("no run of `factory run` started")
 
 
-def _remove_test_containers(engine: str, suite: str) -> None:
-    """The killed worker's test container outlives it (only a worker removes its containers)."""
+def _wait_for_the_suite(engine: str, suite: str, factory: subprocess.Popen, timeout_s: float):
+    """Until the slow suite's container exists: the worker is then inside its run's tests."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and factory.poll() is None:
+        if _test_containers(engine, suite):
+            return
+        time.sleep(0.2)
+    pytest.fail("the slow suite's container never appeared")
+
+
+def _test_containers(engine: str, suite: str, *, remove: bool = False) -> int:
+    """How many test containers of `suite` the engine holds (removing them with `remove`)."""
     client = docker.DockerClient(base_url=engine)
     try:
-        for container in client.containers.list(
-            all=True, filters={"label": f"io.factory.suite={suite}"}
-        ):
+        found = client.containers.list(all=True, filters={"label": f"io.factory.suite={suite}"})
+        for container in found if remove else ():
             container.remove(force=True)
+        return len(found)
     finally:
         client.close()
 
@@ -99,14 +109,16 @@ def test_a_killed_worker_is_reported_not_shown_as_a_traceback(services, tmp_path
         workers = children(servers[0])
         assert len(workers) == 1, workers
         _wait_for_a_started_run(home, factory, timeout_s=120)
+        _wait_for_the_suite(env["DOCKER_HOST"], suite, factory, timeout_s=120)
         os.kill(workers[0], signal.SIGKILL)
         rest, _ = factory.communicate(timeout=240)
+        left = _test_containers(env["DOCKER_HOST"], suite)
     finally:
         if factory.poll() is None:
             factory.kill()
             factory.wait()
         factory.stdout.close()
-        _remove_test_containers(env["DOCKER_HOST"], suite)
+        _test_containers(env["DOCKER_HOST"], suite, remove=True)  # whatever the outcome
     output = "".join(lines) + rest
     assert factory.returncode == 1, output
     assert "Traceback" not in output, output
@@ -115,6 +127,8 @@ def test_a_killed_worker_is_reported_not_shown_as_a_traceback(services, tmp_path
     assert "did not materialize" in output, output
     assert "2 combination(s) could not be recorded" in output, output
     assert "marked 1 run(s) the lost worker left unfinished as failed" in output, output
+    assert "removed 1 test container(s) the lost worker left" in output, output
+    assert left == 0
     assert _gone_within(servers, 15), "the fork server outlived `factory run`"
     runs = _runs(home)
     assert [r for r in runs if r.status in UNFINISHED] == [], [(r.run_id, r.status) for r in runs]
