@@ -51,6 +51,13 @@ def printable(value: object, *, limit: int | None = None) -> str:
     return _UNPRINTABLE.sub(_escape, text)
 
 
+def exception_line(exc: BaseException, *, limit: int = 300) -> str:
+    """The first line of `exc`'s message, printable and cut to `limit` ("" when it has none):
+    what a one-line report of an error from a library shows of it."""
+    lines = str(exc).strip().splitlines()
+    return printable(lines[0].strip() if lines else "", limit=limit)
+
+
 def _escape(match: re.Match) -> str:
     code = ord(match.group())
     return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"

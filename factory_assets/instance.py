@@ -7,7 +7,7 @@ import dagster as dg
 
 from factory.errors import FactoryError
 from factory.platforms import PLATFORMS
-from factory.safe_json import printable
+from factory.safe_json import exception_line, printable
 from factory.services.dagster_home import write_instance_config
 from factory.settings import Settings, SettingsError
 from factory.store.load import LoadedStore
@@ -43,10 +43,9 @@ def open_instance() -> dg.DagsterInstance:
 def unusable_instance(exc: BaseException) -> SettingsError:
     """The message for an instance at DAGSTER_HOME that Dagster could not open."""
     home = os.environ.get("DAGSTER_HOME", "")
-    first_line = (str(exc).strip().splitlines() or [""])[0]
     return SettingsError(
         f"the Dagster instance at DAGSTER_HOME={printable(home, limit=200)} cannot be opened "
-        f"(see its dagster.yaml): {type(exc).__name__}: {printable(first_line, limit=300)}"
+        f"(see its dagster.yaml): {type(exc).__name__}: {exception_line(exc)}"
     )
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from factory.plan.decisions import PlanItem
 from factory.platforms import platform as lookup_platform
-from factory.safe_json import printable
+from factory.safe_json import exception_line, printable
 from factory.workers.run_pool import RunOutcome
 from factory_assets.jobs import build_job_name, run_tags
 from factory_assets.platform_chain import chain_step_name
@@ -207,18 +207,12 @@ def close_lost_runs(invocation: str) -> tuple[int, int | str]:
     lost, and nothing else would end them), and remove the test containers their steps left on
     this host's engine. Returns (runs marked, containers removed or why none could be)."""
     import dagster as dg
+    from dagster._core.storage.dagster_run import NOT_FINISHED_STATUSES
 
-    unfinished = [
-        dg.DagsterRunStatus.NOT_STARTED,
-        dg.DagsterRunStatus.QUEUED,
-        dg.DagsterRunStatus.STARTING,
-        dg.DagsterRunStatus.STARTED,
-        dg.DagsterRunStatus.CANCELING,
-    ]
     instance = worker_instance()
     try:
         runs = instance.get_runs(
-            dg.RunsFilter(tags={INVOCATION_TAG: invocation}, statuses=unfinished)
+            dg.RunsFilter(tags={INVOCATION_TAG: invocation}, statuses=NOT_FINISHED_STATUSES)
         )
         for run in runs:
             instance.report_run_failed(
@@ -245,6 +239,6 @@ def _remove_lost_test_containers(run_ids: list[str]) -> int | str:
         finally:
             engine.client.close()
     except FactoryError as exc:
-        return printable(str(exc), limit=300)
+        return exception_line(exc)
     except Exception as exc:  # the engine's answer (docker's or requests' errors)
-        return printable(f"{type(exc).__name__}: {exc}", limit=300)
+        return f"{type(exc).__name__}: {exception_line(exc)}"

@@ -23,6 +23,7 @@ from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from factory.build.buildlog import build_steps
 from factory.errors import ServiceError, StageError
 from factory.records.model import log_tail
+from factory.safe_json import exception_line, printable
 
 # Debian's docker.io client (20.10) drives the engine's embedded BuildKit; a newer client without
 # buildx refuses BuildKit builds, so prefer it by path.
@@ -139,9 +140,11 @@ class Engine:
                     self._client.api.trust_env = False
                 self._client.ping()
                 _API_VERSIONS[self.docker_host] = self._client.api.api_version
-            except (DockerException, requests.RequestException) as exc:
+            # ValueError: urllib's, on an address it cannot parse ("tcp://[::1").
+            except (DockerException, requests.RequestException, ValueError) as exc:
                 msg = (
-                    f"the Docker Engine at {self.docker_host} does not answer ({exc}); "
+                    f"the Docker Engine at {printable(self.docker_host, limit=200)} does not "
+                    f"answer ({exception_line(exc)}); "
                     "run `factory services status`, then `factory services up`"
                 )
                 raise ServiceError(msg) from exc

@@ -14,7 +14,7 @@ import click
 
 from factory.cli.common import fail, plan_for, plan_options, settings_for
 from factory.errors import FactoryError
-from factory.safe_json import printable
+from factory.safe_json import exception_line
 
 
 def _print_skips(items) -> None:
@@ -99,10 +99,9 @@ def _close_lost_runs(invocation: str) -> None:
     try:
         closed, removed = close_lost_runs(invocation)
     except Exception as exc:  # the instance's or a worker's: a warning, the run's result stands
-        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         click.echo(
             "warning: the lost worker's runs could not be marked failed: "
-            f"{printable(first_line, limit=300)}",
+            f"{exception_line(exc) or type(exc).__name__}",
             err=True,
         )
         return

@@ -14,6 +14,7 @@ import docker
 import requests
 
 from factory.errors import ServiceError
+from factory.safe_json import exception_line, printable
 from factory.services.host_commands import ensure_installed
 from factory.services.processes import (
     is_running,
@@ -43,7 +44,8 @@ def gpu_runtime_available(docker_host: str) -> bool:
             runtimes = api.info().get("Runtimes") or {}
     except (docker.errors.DockerException, requests.RequestException) as exc:
         msg = (
-            f"Docker Engine at {docker_host} does not answer ({exc}): see `factory services status`"
+            f"Docker Engine at {printable(docker_host, limit=200)} does not answer "
+            f"({exception_line(exc)}): see `factory services status`"
         )
         raise ServiceError(msg) from exc
     return "nvidia" in runtimes
@@ -51,7 +53,11 @@ def gpu_runtime_available(docker_host: str) -> bool:
 
 def _engine_api(host: str, timeout: float) -> docker.APIClient:
     # "auto" asks the engine for its API version: Debian's 20.10 speaks 1.41, older than the SDK.
-    return docker.APIClient(base_url=host, version="auto", timeout=timeout)
+    try:
+        return docker.APIClient(base_url=host, version="auto", timeout=timeout)
+    except ValueError as exc:  # urllib's, on an address it cannot parse ("tcp://[::1")
+        msg = f"not a Docker host address: {exc}"
+        raise docker.errors.DockerException(msg) from None
 
 
 def _engine_version(host: str, timeout: float = ENGINE_PING_TIMEOUT_S) -> str | None:
@@ -90,8 +96,9 @@ def answering_engine(paths: ServicePaths) -> tuple[str, str] | None:
             return host, version
     if env_host:
         msg = (
-            f"DOCKER_HOST={env_host} does not answer: start that engine, or unset DOCKER_HOST "
-            "so that `factory services up` uses the default socket or starts its own dockerd"
+            f"DOCKER_HOST={printable(env_host, limit=200)} does not answer: start that engine, "
+            "or unset DOCKER_HOST so that `factory services up` uses the default socket or "
+            "starts its own dockerd"
         )
         raise ServiceError(msg)
     return None

@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from factory.errors import FactoryError
+from factory.safe_json import printable
 from factory.workers import celery_settings
 
 STATE_COMMAND = "factory_state"
@@ -131,17 +132,18 @@ def engine_id_or_error(docker_host: str) -> str | None:
 
     try:
         client = docker.DockerClient(base_url=docker_host, timeout=ENGINE_PING_TIMEOUT_S)
-    except docker.errors.DockerException:
+    except (docker.errors.DockerException, ValueError):  # ValueError: an unparsable address
         msg = (
-            f"the Docker Engine at {docker_host} does not answer: start it (`factory services up` "
-            "on this host) or pass the right --docker-host"
+            f"the Docker Engine at {printable(docker_host, limit=200)} does not answer: start it "
+            "(`factory services up` on this host) or pass the right --docker-host"
         )
         raise FactoryError(msg) from None
     try:
         return client.info().get("ID")
     except (docker.errors.DockerException, requests.RequestException) as exc:
         msg = (
-            f"the Docker Engine at {docker_host} does not answer ({type(exc).__name__}): start it "
+            f"the Docker Engine at {printable(docker_host, limit=200)} does not answer "
+            f"({type(exc).__name__}): start it "
             "(`factory services up` on this host) or pass the right --docker-host"
         )
         raise FactoryError(msg) from None

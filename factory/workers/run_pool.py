@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 from factory.errors import FactoryError
 from factory.plan.decisions import PlanItem
-from factory.safe_json import printable
+from factory.safe_json import exception_line
 
 # What a worker can be asked to do: functions of factory_assets.launcher.
 TASKS = frozenset({"prepare_instance", "run_combination", "materialize_matrix", "close_lost_runs"})
@@ -96,10 +96,9 @@ def _launcher():
     except FactoryError:
         raise
     except Exception as exc:
-        first_line = (str(exc).strip().splitlines() or [""])[0]
         msg = (
             "the code location (factory_assets) cannot be loaded: "
-            f"{type(exc).__name__}: {printable(first_line, limit=300)}"
+            f"{type(exc).__name__}: {exception_line(exc)}"
         )
         raise CodeLocationError(msg) from None
     return launcher

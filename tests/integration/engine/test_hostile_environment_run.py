@@ -41,22 +41,38 @@ def test_run_names_a_setting_the_code_location_cannot_use(services, tmp_path, ca
         assert instance.get_runs() == []
 
 
+# An operator's dagster.yaml (it names its storage) with a compute log manager Dagster cannot use:
+# (the entry, which line of `factory run`'s output says so, what that line names).
+COMPUTE_LOG_CASES = {
+    "module that cannot be imported": (
+        "compute_logs:\n  module: no_such_log_module\n  class: NoSuchManager\n",
+        "NOT RECORDED",
+        "no_such_log_module",
+    ),
+    "not a class": (
+        "compute_logs:\n  module: os\n  class: system\n",
+        "NOT RECORDED",
+        "run failed:",
+    ),
+    "not a mapping": ("compute_logs: 42\n", "Error: ", "dagster.yaml"),
+}
+
+
 @pytest.mark.timeout(300)
-def test_run_names_a_compute_log_manager_that_cannot_be_imported(services, tmp_path):
-    """An operator's dagster.yaml (it names its storage) whose compute log manager cannot be
-    imported fails each run before any step: the line names the module, not just "run failed"."""
+@pytest.mark.parametrize("case", COMPUTE_LOG_CASES)
+def test_run_names_a_compute_log_manager_it_cannot_use(services, tmp_path, case):
+    """Such a manager fails each run before any step, or the instance's opening: one line says
+    what is wrong, not just "run failed", and nothing is recorded."""
+    entry, marker, named = COMPUTE_LOG_CASES[case]
     store = example_store_copy(tmp_path, {"hostile_logs": manifest()})
     env = env_for(tmp_path, store)
     home = env["DAGSTER_HOME"]
     with open(f"{home}/dagster.yaml", "a") as config:
-        config.write(
-            f"\nstorage:\n  sqlite:\n    base_dir: {home}\n"
-            "compute_logs:\n  module: no_such_log_module\n  class: NoSuchManager\n"
-        )
+        config.write(f"\nstorage:\n  sqlite:\n    base_dir: {home}\n{entry}")
     proc = run([BIN / "factory", "run", "--manifest-id", "hostile_logs"], env, timeout=240)
     output = proc.stdout + proc.stderr
     assert proc.returncode == 1, output[-3000:]
     assert "Traceback" not in output, output[-3000:]
-    [line] = [line for line in output.splitlines() if "NOT RECORDED" in line]
-    assert "no_such_log_module" in line, output[-3000:]
+    [line] = [line for line in output.splitlines() if marker in line]
+    assert named in line, output[-3000:]
     assert list(LocalRecordStore(tmp_path / "data").records()) == []
