@@ -184,6 +184,16 @@ def load_code_location() -> None:
         worker_instance()
 
 
+def start_worker() -> None:
+    """Everything a worker needs before its first run: the code location, the instance and the
+    template of a new run's database, then no open connection (a fork server does this once,
+    before it forks; a resident server's worker does it as it starts)."""
+    from factory_assets.sqlite_storage import prepare_for_fork
+
+    load_code_location()
+    prepare_for_fork(worker_instance())
+
+
 def prepare_instance(sync: bool) -> tuple[str, int, int]:
     """In a worker: the pool limits, and (with `sync`) the store's partitions, in the instance
     this worker opened at DAGSTER_HOME (whose dagster.yaml `factory run` wrote). Returns (home,

@@ -38,7 +38,5 @@ with contextlib.suppress(Exception):
     import dagster._core.execution.execute_in_process  # noqa: F401  (what each run executes)
 
     from factory_assets import launcher
-    from factory_assets.sqlite_storage import prepare_for_fork
 
-    launcher.load_code_location()
-    prepare_for_fork(launcher.worker_instance())
+    launcher.start_worker()

@@ -87,6 +87,7 @@ def up(settings: Settings, *, echo: Echo = print, celery: bool = False) -> list[
     `factory.services.local_broker`)."""
     paths = ServicePaths(settings.data_dir)
     with locked(paths):
+        workers = workers_up()  # first: its imports overlap the rest
         states = [
             engine_up(paths, echo),
             registry_up(settings, paths, echo),
@@ -95,7 +96,42 @@ def up(settings: Settings, *, echo: Echo = print, celery: bool = False) -> list[
         states.extend(base_up(settings, echo))
         if celery:
             states.append(broker_up(paths, echo))
+    states.append(workers)
     return states
+
+
+def workers_up() -> ServiceState:
+    """The resident worker server of `factory run` (factory/workers/resident.py), started when
+    none runs for this interpreter and settings; it imports while the other services start."""
+    from factory.workers.resident import ResidentUnavailable, ensure_server
+
+    try:
+        address = ensure_server()
+    except ResidentUnavailable as exc:
+        return ServiceState("workers", True, f"no resident worker server ({exc})")
+    except OSError as exc:
+        return ServiceState("workers", False, f"the resident worker server cannot start: {exc}")
+    return ServiceState("workers", True, f"resident worker server at {address}")
+
+
+def workers_down(echo: Echo) -> ServiceState:
+    from factory.workers.resident import stop_servers
+
+    done = stop_servers()
+    for line in done:
+        echo(f"workers: {line}")
+    detail = "; ".join(done) or "no resident worker server ran"
+    return ServiceState("workers", True, detail, changed=bool(done))
+
+
+def workers_status() -> ServiceState:
+    from factory.workers.resident import running_servers
+
+    servers = running_servers()
+    if not servers:
+        return ServiceState("workers", True, "no resident worker server (`factory run` starts one)")
+    shown = ", ".join(f"pid {s['pid']} at {s['socket']}" for s in servers)
+    return ServiceState("workers", True, f"resident worker server(s): {shown}")
 
 
 def celery_configured() -> bool:
@@ -134,6 +170,7 @@ def down(settings: Settings, *, echo: Echo = print) -> list[ServiceState]:
             forget(paths, name)
             echo(f"{label}: {detail}")
             states.append(ServiceState(label, True, detail, changed=True))
+        states.append(workers_down(echo))
     return states
 
 
@@ -177,4 +214,5 @@ def status(settings: Settings) -> list[ServiceState]:
         digest = offered.get(oci_platform)
         detail = f"{ref} {oci_platform}: {digest or problem}"
         states.append(ServiceState(f"base {oci_platform}", digest is not None, detail))
+    states.append(workers_status())
     return states

@@ -21,6 +21,8 @@ import contextlib
 import multiprocessing
 import multiprocessing.forkserver
 import os
+import signal
+import sys
 import threading
 import uuid
 from collections.abc import Callable
@@ -119,19 +121,60 @@ def _task(name: str, *args):
     return getattr(_launcher(), name)(*args)
 
 
+def _start_resident_worker() -> None:
+    """A resident server's worker has the command's environment by now, and nothing of the
+    project: it loads the code location and opens the instance itself (a per-command server did
+    both before it forked)."""
+    from factory.build.step_guard import die_with_parent
+
+    # Its kernel parent is the server, which stays: it watches the command that asked for it,
+    # and ends with it, whatever it is doing.
+    die_with_parent()
+    with contextlib.suppress(Exception):
+        _launcher().start_worker()
+
+
+def _pool_context() -> tuple[multiprocessing.context.BaseContext, Callable[[], None]]:
+    """The resident server's context when one can serve this command, else a fork server of
+    this command's own (said once, on stderr, when the resident one cannot be used)."""
+    from factory.workers.resident import ResidentUnavailable, ensure_server, resident_context
+
+    try:
+        return resident_context(ensure_server()), _start_resident_worker
+    except ResidentUnavailable as exc:
+        if not str(exc).endswith("=0"):
+            _warn_once(f"warning: the workers start with this command: {exc}")
+    except OSError as exc:  # the folder, the socket, the server's start
+        _warn_once(f"warning: the resident worker server cannot start: {exception_line(exc)}")
+    return worker_context(), _start_worker
+
+
+_WARNED: set[str] = set()
+
+
+def _warn_once(line: str) -> None:
+    if line not in _WARNED:
+        _WARNED.add(line)
+        sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+
+
 class Workers:
-    """A pool of `parallel` worker processes, forked from the fork server (nothing of this
-    process is inherited but its environment). `first` is a task (name and arguments) submitted
-    as the workers start; its future is `prepared`."""
+    """A pool of `parallel` worker processes, forked from the resident worker server
+    (factory/workers/resident.py) or from a fork server of this command's own: nothing of this
+    process is inherited but its environment (and, from the resident server, its output, umask,
+    working directory and `sys.path`). `first` is a task (name and arguments) submitted as the
+    workers start; its future is `prepared`."""
 
     def __init__(self, parallel: int, *, first: tuple | None = None):
         self.count = max(1, parallel)
         if first is not None:
             _check_task(first[0])
+        context, initializer = _pool_context()
         self.pool = ProcessPoolExecutor(
             max_workers=self.count,
-            mp_context=worker_context(),
-            initializer=_start_worker,
+            mp_context=context,
+            initializer=initializer,
         )
         self.lost = False  # whether a worker ended in the middle of a task
         self._first: Future | None = None
@@ -165,9 +208,21 @@ class Workers:
     def __enter__(self) -> "Workers":
         return self
 
-    def __exit__(self, *exc_info) -> None:
+    def __exit__(self, exc_type, *_) -> None:
         self._starting.join()
+        if exc_type is not None and not issubclass(exc_type, FactoryError):
+            # Interrupted (Ctrl-C, SIGTERM made an exception): the workers' runs are stopped as a
+            # Ctrl-C would stop them. A resident server's workers are not in this terminal's
+            # process group, so they would not get it themselves, and the pool would wait here
+            # for their runs to end.
+            self.interrupt()
         self.pool.shutdown(wait=True, cancel_futures=True)
+
+    def interrupt(self) -> None:
+        """SIGINT to every worker of the pool."""
+        for pid in list(self.pool._processes or {}):  # pid -> process, the pool's own map
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGINT)
 
     def submit(self, task: str, *args) -> Future:
         """Start the named task (one of TASKS) in a worker. Once a worker is lost, the future

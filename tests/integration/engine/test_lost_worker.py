@@ -1,7 +1,8 @@
 """A `factory run` whose worker process is killed in the middle of a run says so and exits 1: every
 combination it could not finish is reported NOT RECORDED, the matrix assets are reported as not
 materialized, the lost run is marked failed (not left STARTED) and its test container removed,
-no traceback is shown, and no process of the run is left behind."""
+no traceback is shown, and no worker of the run is left behind (the resident worker server
+stays, for the next command)."""
 
 import os
 import signal
@@ -15,9 +16,10 @@ import pytest
 from dagster._core.instance.ref import InstanceRef
 
 from factory.settings import PROJECT_ROOT
+from factory.workers import resident
 from tests.integration.dagster.test_cli import BIN, env_for
 from tests.integration.stores import example_store_copy, manifest
-from tests.process_tree import alive, children, cmdline
+from tests.process_tree import alive, children
 
 pytestmark = pytest.mark.integration
 
@@ -87,7 +89,9 @@ def test_a_killed_worker_is_reported_not_shown_as_a_traceback(services, tmp_path
         suites={suite: {"path": rel, "timeout_s": 60}},
         files={rel: "sleep 30\n"},
     )
-    env = env_for(tmp_path, store)
+    # A resident worker server of this test's own: its workers are this command's only.
+    folder = tmp_path / "workers"
+    env = {**env_for(tmp_path, store), resident.DIR_ENV: str(folder)}
     home = env["DAGSTER_HOME"]
     only = ["--manifest-id", "lost_one", "--manifest-id", "lost_two"]
     factory = subprocess.Popen(
@@ -104,11 +108,11 @@ def test_a_killed_worker_is_reported_not_shown_as_a_traceback(services, tmp_path
             lines.append(line)
             if "queued" in line:
                 break
-        servers = [p for p in children(factory.pid) if "forkserver" in cmdline(p)]
-        assert len(servers) == 1, f"fork server of {factory.pid}: {servers}\n{''.join(lines)}"
+        servers = [s["pid"] for s in resident.running_servers({resident.DIR_ENV: str(folder)})]
+        assert len(servers) == 1, f"resident servers in {folder}: {servers}\n{''.join(lines)}"
+        _wait_for_a_started_run(home, factory, timeout_s=120)
         workers = children(servers[0])
         assert len(workers) == 1, workers
-        _wait_for_a_started_run(home, factory, timeout_s=120)
         _wait_for_the_suite(env["DOCKER_HOST"], suite, factory, timeout_s=120)
         os.kill(workers[0], signal.SIGKILL)
         rest, _ = factory.communicate(timeout=240)
@@ -119,6 +123,7 @@ def test_a_killed_worker_is_reported_not_shown_as_a_traceback(services, tmp_path
             factory.wait()
         factory.stdout.close()
         _test_containers(env["DOCKER_HOST"], suite, remove=True)  # whatever the outcome
+        resident.stop_servers({resident.DIR_ENV: str(folder)})
     output = "".join(lines) + rest
     assert factory.returncode == 1, output
     assert "Traceback" not in output, output
@@ -129,7 +134,9 @@ def test_a_killed_worker_is_reported_not_shown_as_a_traceback(services, tmp_path
     assert "marked 1 run(s) the lost worker left unfinished as failed" in output, output
     assert "removed 1 test container(s) the lost worker left" in output, output
     assert left == 0
-    assert _gone_within(servers, 15), "the fork server outlived `factory run`"
+    # The server stays for the next command; no worker of this one is left.
+    assert _gone_within(workers, 15), "the lost worker's process is still there"
+    assert children(servers[0]) == [], "a worker of this command outlived it"
     runs = _runs(home)
     assert [r for r in runs if r.status in UNFINISHED] == [], [(r.run_id, r.status) for r in runs]
     [lost] = runs

@@ -1,5 +1,6 @@
-"""`factory run`'s worker pool: workers forked from a fork server see the environment of the
-process that starts them, even when that process changed it since the server started."""
+"""`factory run`'s worker pool on a fork server of its own: workers forked from it see the
+environment of the process that starts them, even when that process changed it since the server
+started."""
 
 import os
 import time
@@ -9,6 +10,13 @@ import pytest
 from factory.workers import run_pool
 
 MARK = "FACTORY_TEST_WORKER_MARK"
+
+
+@pytest.fixture(autouse=True)
+def own_fork_server(monkeypatch):
+    """These tests are about the fork server a command starts for itself; the resident one has
+    its own (test_resident.py)."""
+    monkeypatch.setenv("FACTORY_WORKER_IDLE_S", "0")
 
 
 def _environment_value(name: str) -> str | None:

@@ -1,0 +1,104 @@
+"""The resident worker server: a fork server that outlives the `factory` command that started it.
+
+    python resident_server.py LISTENER_FD IDLE_S SOCKET_PATH MODULE[,MODULE...]
+
+Started by factory/workers/resident.py (never by hand), run by path so that it imports nothing of
+the project: it imports the third-party modules named (Dagster, SQLAlchemy, the Docker SDK,
+pandas...), then serves fork requests on the listening socket it was handed, with the standard
+library's fork-server loop (`multiprocessing.forkserver.main`) and its protocol. Each worker it
+forks is a `factory run` worker: the command that asked for it sends its environment, working
+directory, `sys.path` and output with the request, and the worker imports the project's own
+modules itself, so nothing of one command's settings or code is seen by another.
+
+It leaves once it has been idle for IDLE_S seconds (no command touched SOCKET_PATH in that time):
+it removes the socket, so that a new command starts a new server, and ends when its last worker
+has. A SIGTERM ends it at once (`factory services down`).
+"""
+
+import contextlib
+import os
+import signal
+import sys
+import time
+from multiprocessing import forkserver
+
+# How often, at most, the idle check runs.
+CHECK_EVERY_S = 10.0
+
+
+def _preload(modules: list[str]) -> None:
+    """Import what the workers will need. A module that fails to import is left for the worker
+    that needs it to report: this process has no one to tell."""
+    for name in modules:
+        with contextlib.suppress(Exception):
+            __import__(name)
+
+
+def _socket_identity(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+class _IdleWatch:
+    """Checks, on a timer signal, whether any command has used the socket lately.
+
+    A timer signal rather than a thread: the server forks its workers, and a fork taken while
+    another thread holds a lock would leave that lock held in the worker for good.
+    """
+
+    def __init__(self, socket_path: str, idle_s: float, alive_w: int):
+        self.socket_path = socket_path
+        self.identity = _socket_identity(socket_path)
+        self.idle_s = idle_s
+        self.alive_w = alive_w
+
+    def start(self) -> None:
+        signal.signal(signal.SIGALRM, self._check)
+        every = min(CHECK_EVERY_S, max(0.5, self.idle_s / 4))
+        signal.setitimer(signal.ITIMER_REAL, every, every)
+
+    def _check(self, *_unused) -> None:
+        identity = _socket_identity(self.socket_path)
+        if identity is not None and identity != self.identity:
+            self._leave(unlink=False)  # another server took the address over
+            return
+        if identity is None:
+            self._leave(unlink=False)  # removed (`factory services down`, a cleaned /tmp)
+            return
+        with contextlib.suppress(OSError):
+            used = os.stat(self.socket_path).st_mtime
+            if time.time() - used >= self.idle_s:
+                self._leave(unlink=True)
+
+    def _leave(self, *, unlink: bool) -> None:
+        signal.setitimer(signal.ITIMER_REAL, 0, 0)
+        if unlink:
+            with contextlib.suppress(OSError):
+                os.unlink(self.socket_path)
+        # The fork-server loop leaves when the other end of this pipe is closed everywhere: here,
+        # and in every worker forked while it was open (a worker that is still running a task
+        # keeps the server, and its exit-status reports, until it ends).
+        with contextlib.suppress(OSError):
+            os.close(self.alive_w)
+
+
+def main(argv: list[str]) -> int:
+    listener_fd, idle_s, socket_path, modules = argv
+    _preload([m for m in modules.split(",") if m])
+    alive_r, alive_w = os.pipe()
+    _IdleWatch(socket_path, float(idle_s), alive_w).start()
+    try:
+        forkserver.main(int(listener_fd), alive_r, preload=[])
+    except SystemExit:
+        pass
+    # Nothing here needs an interpreter teardown (about 0.5 s with Dagster imported).
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
