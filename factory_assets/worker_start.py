@@ -1,4 +1,5 @@
-"""What `factory run`'s fork server does before it forks the workers (factory/workers/run_pool.py).
+"""What a `factory run`'s own fork server does before it forks the workers, when the resident
+worker server is not used (factory/workers/run_pool.py, factory/workers/resident.py).
 
 A fork server can only be told to import modules, so this one's import is its work: it loads the
 code location and opens the instance at DAGSTER_HOME once, in the server, and every worker forked

@@ -140,11 +140,13 @@ def run_command(manifest_store, manifest_ids, platforms, force, retry_failed, pa
     from factory.plan.run_state import RunState, combinations_fingerprint
     from factory.services.embedded import docker_host
     from factory.store.load import load_store
+    from factory.workers.resident import idle_seconds
 
     settings = settings_for(manifest_store)
     # The runs execute in worker processes that load the code location from the environment.
     os.environ["FACTORY_MANIFEST_STORE"] = str(settings.manifest_store)
     try:
+        idle_seconds()  # the resident worker server's setting, checked before anything runs
         store = load_store(settings.manifest_store)
         # One engine for the plan and every run of this invocation, found once: each run's step
         # would otherwise look for it again (the default socket, then the project's own).

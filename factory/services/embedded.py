@@ -109,6 +109,8 @@ def workers_up() -> ServiceState:
         address = ensure_server()
     except ResidentUnavailable as exc:
         return ServiceState("workers", True, f"no resident worker server ({exc})")
+    except FactoryError as exc:  # a bad FACTORY_WORKER_IDLE_S
+        return ServiceState("workers", False, str(exc))
     except OSError as exc:
         return ServiceState("workers", False, f"the resident worker server cannot start: {exc}")
     return ServiceState("workers", True, f"resident worker server at {address}")

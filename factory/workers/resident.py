@@ -232,6 +232,7 @@ class _Server:
             inode = self.socket.lstat().st_ino
             argv = [
                 sys.executable,
+                "-P",  # not the script's own folder first on sys.path: no project module
                 str(SERVER_SCRIPT),
                 str(listener.fileno()),
                 str(idle_s),
@@ -254,7 +255,7 @@ class _Server:
         record = {
             "pid": proc.pid,
             "start_time": stat_[1] if stat_ else None,
-            "argv": argv[:2],
+            "argv": [argv[0], argv[2]],
             "socket_inode": inode,
         }
         tmp = self.record.with_suffix(".json.tmp")
@@ -393,14 +394,30 @@ class _ResidentPopen(popen_forkserver.Popen):
             reduction.dump(process_obj, buf)
         finally:
             mp_context.set_spawning_popen(None)
-        self.sentinel, w = _connect(process_obj.resident_address, self._fds)
+        address = process_obj.resident_address
+        try:
+            self.pid = self._request(address, buf.getbuffer())
+        except (FileNotFoundError, ConnectionRefusedError, BrokenPipeError, EOFError):
+            # The server left (idle, stopped, killed) after this command found it: another.
+            process_obj.resident_address = str(ensure_server())
+            self.pid = self._request(process_obj.resident_address, buf.getbuffer())
+
+    def _request(self, address: str, data) -> int:
+        """Send the request and the pickled process; the new worker's PID."""
+        sentinel, w = _connect(address, self._fds)
         # As the standard Popen does: a duplicate of the data pipe's write end tells the worker
         # that this process still lives (its parent sentinel).
-        _parent_w = os.dup(w)
-        self.finalizer = util.Finalize(self, util.close_fds, (_parent_w, self.sentinel))
-        with open(w, "wb", closefd=True) as f:
-            f.write(buf.getbuffer())
-        self.pid = forkserver.read_signed(self.sentinel)
+        parent_w = os.dup(w)
+        try:
+            with open(w, "wb", closefd=True) as f:
+                f.write(data)
+            pid = forkserver.read_signed(sentinel)
+        except BaseException:
+            util.close_fds(parent_w, sentinel)
+            raise
+        self.sentinel = sentinel
+        self.finalizer = util.Finalize(self, util.close_fds, (parent_w, sentinel))
+        return pid
 
 
 def _connect(address: str, fds: list[int]) -> tuple[int, int]:

@@ -6,11 +6,14 @@ worker (factory_assets/launcher.py says what they do). Tasks are named, not pass
 pickling a function of factory_assets would import it, and Dagster with it (about 0.9 s), into the
 `factory` process.
 
-The workers are forked from one fork server that imports the code location once. Importing it
-costs about 2 CPU-seconds (Dagster, the assets, the instance's storage), and a `factory run` is
-bound by CPU (its workers, the engine and BuildKit share the host's cores): each spawned worker
-importing it again cost the run that much. The server also opens the instance once, so a forked
-worker starts ready.
+The workers are forked from the resident worker server (factory/workers/resident.py), which
+imported Dagster and the other third-party modules once, for every command: importing them costs
+2 to 3 CPU-seconds, and a `factory run` is bound by CPU (its workers, the engine and BuildKit
+share the host's cores). Each worker then loads the project's code location and opens the
+instance itself (0.5 s, the workers in parallel). When no resident server can be used
+(FACTORY_WORKER_IDLE_S=0, an unusable folder) the command starts a fork server of its own, which
+imports the whole code location and opens the instance before it forks
+(factory_assets/worker_start.py).
 
 Starting a worker waits for the fork server's answer, and the server answers only once its import
 is done (1 to 1.6 s). A thread therefore starts the workers and submits their first task, so the
@@ -144,6 +147,8 @@ def _pool_context() -> tuple[multiprocessing.context.BaseContext, Callable[[], N
     except ResidentUnavailable as exc:
         if not str(exc).endswith("=0"):
             _warn_once(f"warning: the workers start with this command: {exc}")
+    except FactoryError as exc:  # a setting `factory run` checks first; other callers go on
+        _warn_once(f"warning: the workers start with this command: {exc}")
     except OSError as exc:  # the folder, the socket, the server's start
         _warn_once(f"warning: the resident worker server cannot start: {exception_line(exc)}")
     return worker_context(), _start_worker
@@ -191,6 +196,9 @@ class Workers:
             # One no-op task per worker starts them all at once.
             for _ in range(self.count - (first is not None)):
                 self.pool.submit(_started)
+        except OSError as exc:  # no worker could be started (the resident server's socket)
+            msg = f"no worker process of `factory run` could be started: {exception_line(exc)}"
+            self._start_error = WorkersLost(msg)
         except BaseException as exc:  # reported by `prepared`, or by the next task
             self._start_error = exc
 
@@ -232,6 +240,9 @@ class Workers:
             return self.pool.submit(_task, task, *args)
         except BrokenProcessPool as exc:
             return _failed(_lost(exc))
+        except OSError as exc:  # no worker could be started (the resident server's socket)
+            msg = f"no worker process of `factory run` could be started: {exception_line(exc)}"
+            return _failed(WorkersLost(msg))
 
     def result(self, future: Future):
         """The task's result; WorkersLost (a FactoryError) when its worker was lost."""

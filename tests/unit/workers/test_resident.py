@@ -273,3 +273,33 @@ def test_stop_servers_leaves_the_ones_it_is_told_to_keep(folder, tmp_path):
     assert f"pid {server}" in line
     assert _gone_within(server, 5)
     assert not list(folder.glob("*.sock")) and not list(folder.glob("*.json"))
+
+
+def test_a_server_that_left_after_the_command_found_it_is_replaced(folder, tmp_path):
+    """Between finding the server and asking it for a worker, the server may leave (idle, or
+    stopped): the request goes to a new one instead of failing the command."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    address = resident.ensure_server()
+    server = _server_pid(folder)
+    os.kill(server, signal.SIGKILL)  # started by this test
+    assert _gone_within(server, 10)
+    with ProcessPoolExecutor(1, mp_context=resident.resident_context(address)) as pool:
+        assert pool.submit(os.getpid).result(timeout=120) != os.getpid()
+    assert _server_pid(folder) != server
+
+
+def test_a_bad_idle_setting_stops_factory_run_with_one_line(tmp_path):
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "factory"), "run"],
+        cwd=tmp_path,
+        env={**os.environ, resident.IDLE_ENV: "soon", "FACTORY_DATA_DIR": str(tmp_path / "d")},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
+    assert f"Error: {resident.IDLE_ENV}=soon is not" in done.stderr
+    assert not (tmp_path / "d").exists()
