@@ -46,6 +46,8 @@ DIR_ENV = "FACTORY_WORKER_DIR"
 DEFAULT_IDLE_S = 900
 MAX_IDLE_S = 7 * 24 * 3600
 SERVER_SCRIPT = Path(__file__).with_name("resident_server.py")
+# How long the server script may take to fork the server and leave.
+SPAWN_TIMEOUT_S = 30
 # A unix socket's path holds at most 107 bytes on Linux.
 MAX_SOCKET_PATH = 107
 
@@ -230,6 +232,27 @@ class _Server:
             # In place before the server runs: the server knows its socket by this inode.
             os.replace(staging, self.socket)
             inode = self.socket.lstat().st_ino
+            pid = self._spawn(listener, idle_s)
+        finally:
+            listener.close()
+        stat_ = _proc_stat(pid)
+        record = {
+            "pid": pid,
+            "start_time": stat_[1] if stat_ else None,
+            "argv": [sys.executable, str(SERVER_SCRIPT)],
+            "socket_inode": inode,
+        }
+        tmp = self.record.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(record) + "\n")
+        tmp.replace(self.record)
+        return record
+
+    def _spawn(self, listener: socket.socket, idle_s: int) -> int:
+        """Start the server script, which forks the server and leaves at once: the server is
+        nobody's child here (no zombie, no process left to this command), and its PID comes back
+        on a pipe."""
+        pid_r, pid_w = os.pipe()
+        try:
             argv = [
                 sys.executable,
                 "-P",  # not the script's own folder first on sys.path: no project module
@@ -238,36 +261,38 @@ class _Server:
                 str(idle_s),
                 str(self.socket),
                 ",".join(PRELOAD),
+                str(pid_w),
             ]
-            with self.log.open("wb") as log:
-                proc = subprocess.Popen(
+            with self.log.open("wb") as log, _started_or_unavailable(self.log):
+                subprocess.run(
                     argv,
-                    pass_fds=(listener.fileno(),),
+                    pass_fds=(listener.fileno(), pid_w),
                     stdin=subprocess.DEVNULL,
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     start_new_session=True,  # it outlives this command and its Ctrl-C
                     cwd=self.socket.parent,
+                    timeout=SPAWN_TIMEOUT_S,
+                    check=True,
                 )
+            os.close(pid_w)
+            pid_w = -1
+            with os.fdopen(pid_r, "rb", closefd=False) as pipe, _started_or_unavailable(self.log):
+                return int(pipe.read(32).strip())
         finally:
-            listener.close()
-        stat_ = _proc_stat(proc.pid)
-        record = {
-            "pid": proc.pid,
-            "start_time": stat_[1] if stat_ else None,
-            "argv": [argv[0], argv[2]],
-            "socket_inode": inode,
-        }
-        tmp = self.record.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(record) + "\n")
-        tmp.replace(self.record)
-        # Not waited for: it is reaped by init once this command ends. Kept from the garbage
-        # collector, which would warn about a child still running.
-        _STARTED.append(proc)
-        return record
+            os.close(pid_r)
+            if pid_w != -1:
+                os.close(pid_w)
 
 
-_STARTED: list[subprocess.Popen] = []
+@contextlib.contextmanager
+def _started_or_unavailable(log: Path):
+    """The server script failed or hung: ResidentUnavailable, pointing at its log."""
+    try:
+        yield
+    except (subprocess.SubprocessError, ValueError) as exc:
+        msg = f"the resident worker server did not start ({type(exc).__name__}; see {log})"
+        raise ResidentUnavailable(msg) from None
 
 
 @contextlib.contextmanager

@@ -1,10 +1,11 @@
 """The resident worker server: a fork server that outlives the `factory` command that started it.
 
-    python resident_server.py LISTENER_FD IDLE_S SOCKET_PATH MODULE[,MODULE...]
+    python -P resident_server.py LISTENER_FD IDLE_S SOCKET_PATH MODULE[,MODULE...] PID_FD
 
-Started by factory/workers/resident.py (never by hand), run by path so that it imports nothing of
-the project: it imports the third-party modules named (Dagster, SQLAlchemy, the Docker SDK,
-pandas...), then serves fork requests on the listening socket it was handed, with the standard
+Started by factory/workers/resident.py (never by hand): this script forks the server, tells its
+PID on PID_FD and leaves. Run by path, so that it imports nothing of the project, the server
+imports the third-party modules named (Dagster, SQLAlchemy, the Docker SDK, pandas...), then
+serves fork requests on the listening socket it was handed, with the standard
 library's fork-server loop (`multiprocessing.forkserver.main`) and its protocol. Each worker it
 forks is a `factory run` worker: the command that asked for it sends its environment, working
 directory, `sys.path` and output with the request, and the worker imports the project's own
@@ -85,8 +86,19 @@ class _IdleWatch:
             os.close(self.alive_w)
 
 
+def _detach(pid_fd: int) -> None:
+    """Fork the server and leave: the command that started this script waits for this process
+    only, and reads the server's PID from `pid_fd`."""
+    pid = os.fork()
+    if pid:
+        os.write(pid_fd, f"{pid}\n".encode())
+        os._exit(0)
+    os.close(pid_fd)
+
+
 def main(argv: list[str]) -> int:
-    listener_fd, idle_s, socket_path, modules = argv
+    listener_fd, idle_s, socket_path, modules, pid_fd = argv
+    _detach(int(pid_fd))
     _preload([m for m in modules.split(",") if m])
     alive_r, alive_w = os.pipe()
     _IdleWatch(socket_path, float(idle_s), alive_w).start()

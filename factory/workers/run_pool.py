@@ -120,8 +120,26 @@ def _started() -> None:
     """A no-op task: submitting one per worker starts them all at once."""
 
 
+# Whether this worker is inside a task (see _interrupted).
+_IN_TASK = False
+
+
 def _task(name: str, *args):
-    return getattr(_launcher(), name)(*args)
+    global _IN_TASK
+    _IN_TASK = True
+    try:
+        return getattr(_launcher(), name)(*args)
+    finally:
+        _IN_TASK = False
+
+
+def _interrupted(signum, frame) -> None:
+    """SIGINT in a resident server's worker (sent by its command on Ctrl-C, see
+    `Workers.interrupt`): inside a task, the KeyboardInterrupt a Ctrl-C gives (Dagster ends the
+    run as interrupted); between tasks, a quiet exit rather than a traceback."""
+    if _IN_TASK:
+        raise KeyboardInterrupt
+    raise SystemExit(130)
 
 
 def _start_resident_worker() -> None:
@@ -133,6 +151,7 @@ def _start_resident_worker() -> None:
     # Its kernel parent is the server, which stays: it watches the command that asked for it,
     # and ends with it, whatever it is doing.
     die_with_parent()
+    signal.signal(signal.SIGINT, _interrupted)
     with contextlib.suppress(Exception):
         _launcher().start_worker()
 
@@ -218,11 +237,10 @@ class Workers:
 
     def __exit__(self, exc_type, *_) -> None:
         self._starting.join()
-        if exc_type is not None and not issubclass(exc_type, FactoryError):
-            # Interrupted (Ctrl-C, SIGTERM made an exception): the workers' runs are stopped as a
-            # Ctrl-C would stop them. A resident server's workers are not in this terminal's
-            # process group, so they would not get it themselves, and the pool would wait here
-            # for their runs to end.
+        if exc_type is not None and issubclass(exc_type, KeyboardInterrupt):
+            # Ctrl-C: the workers' runs are stopped as a Ctrl-C stops them. A resident server's
+            # workers are not in this terminal's process group, so they would not get it, and
+            # the pool would wait here for their runs to end.
             self.interrupt()
         self.pool.shutdown(wait=True, cancel_futures=True)
 

@@ -88,6 +88,7 @@ def test_status_reports_every_part_ok(services):
         "registry",
         "qemu-aarch64",
         *(f"base {p}" for p in BASE_PLATFORMS),
+        "workers",
     ]
     assert all(s.ok for s in states), states
     engine = states[0].detail
