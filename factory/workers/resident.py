@@ -212,8 +212,9 @@ class _Server:
         with contextlib.suppress(OSError):
             os.utime(self.socket)
 
-    def start(self, idle_s: int) -> dict:
-        """Start a server on a new socket; its record. Called with the lock held."""
+    def start(self, idle_s: int, environ=None) -> dict:
+        """Start a server on a new socket, in `environ` (default: this process's); its record.
+        Called with the lock held."""
         from factory.services.processes import _proc_stat
 
         with contextlib.suppress(FileNotFoundError):
@@ -232,7 +233,7 @@ class _Server:
             # In place before the server runs: the server knows its socket by this inode.
             os.replace(staging, self.socket)
             inode = self.socket.lstat().st_ino
-            pid = self._spawn(listener, idle_s)
+            pid = self._spawn(listener, idle_s, environ)
         finally:
             listener.close()
         stat_ = _proc_stat(pid)
@@ -247,7 +248,7 @@ class _Server:
         tmp.replace(self.record)
         return record
 
-    def _spawn(self, listener: socket.socket, idle_s: int) -> int:
+    def _spawn(self, listener: socket.socket, idle_s: int, environ) -> int:
         """Start the server script, which forks the server and leaves at once: the server is
         nobody's child here (no zombie, no process left to this command), and its PID comes back
         on a pipe."""
@@ -272,6 +273,7 @@ class _Server:
                     stderr=subprocess.STDOUT,
                     start_new_session=True,  # it outlives this command and its Ctrl-C
                     cwd=self.socket.parent,
+                    env=None if environ is None else dict(environ),
                     timeout=SPAWN_TIMEOUT_S,
                     check=True,
                 )
@@ -317,7 +319,7 @@ def ensure_server(environ=None) -> Path:
     if server.running() is None:
         with _locked(server.lock):
             if server.running() is None:
-                server.start(idle_s)
+                server.start(idle_s, environ)
     server.touch()
     return server.socket
 
