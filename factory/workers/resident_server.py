@@ -17,6 +17,7 @@ has. A SIGTERM ends it at once (`factory services down`).
 """
 
 import contextlib
+import json
 import os
 import signal
 import sys
@@ -79,11 +80,20 @@ class _IdleWatch:
         if unlink:
             with contextlib.suppress(OSError):
                 os.unlink(self.socket_path)
+            self._forget()
         # The fork-server loop leaves when the other end of this pipe is closed everywhere: here,
         # and in every worker forked while it was open (a worker that is still running a task
         # keeps the server, and its exit-status reports, until it ends).
         with contextlib.suppress(OSError):
             os.close(self.alive_w)
+
+    def _forget(self) -> None:
+        """Remove the server's record (beside its socket, `<key>.json`) when it is this one's."""
+        record = os.path.splitext(self.socket_path)[0] + ".json"
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            with open(record) as handle:
+                if json.load(handle).get("pid") == os.getpid():
+                    os.unlink(record)
 
 
 def _detach(pid_fd: int) -> None:

@@ -146,6 +146,7 @@ def test_an_unused_server_leaves_and_the_next_command_starts_another(folder, tmp
     server = _server_pid(folder)
     assert _gone_within(server, 30), "the idle server did not leave"
     assert not list(folder.glob("*.sock")), "the idle server left its socket"
+    assert not list(folder.glob("*.json")), "the idle server left its record"
     _client(tmp_path, tmp_path, **{resident.IDLE_ENV: "1"})
     assert _server_pid(folder) != server
 
