@@ -103,12 +103,10 @@ def up(settings: Settings, *, echo: Echo = print, celery: bool = False) -> list[
 def workers_up() -> ServiceState:
     """The resident worker server of `factory run` (factory/workers/resident.py), started when
     none runs for this interpreter and settings; it imports while the other services start."""
-    from factory.workers.resident import ResidentUnavailable, ensure_server, running_servers
+    from factory.workers.resident import ResidentUnavailable, ensure_server_started
 
     try:
-        before = {s["pid"] for s in running_servers()}
-        address = ensure_server()
-        started = any(s["pid"] not in before for s in running_servers())
+        address, started = ensure_server_started()
     except ResidentUnavailable as exc:
         return ServiceState("workers", True, f"no resident worker server ({exc})")
     except FactoryError as exc:  # a bad FACTORY_WORKER_IDLE_S

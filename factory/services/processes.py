@@ -69,6 +69,13 @@ def _proc_stat(pid: int) -> tuple[str, int] | None:
     return fields[0], int(fields[19])
 
 
+def process_identity(pid: int) -> dict:
+    """The PID and kernel start time a record of a started process keeps (what `is_running`
+    checks it by)."""
+    stat = _proc_stat(pid)
+    return {"pid": pid, "start_time": stat[1] if stat else None}
+
+
 def is_running(record: dict) -> bool:
     """Whether the process we recorded still runs (same PID *and* start time: not a reused PID)."""
     stat = _proc_stat(int(record["pid"]))
@@ -115,10 +122,8 @@ def spawn(
         log.replace(log.with_name(log.name + ".1"))
     proc = start_detached(argv, log)
     _CHILDREN[proc.pid] = proc
-    stat = _proc_stat(proc.pid)
     record = {
-        "pid": proc.pid,
-        "start_time": stat[1] if stat else None,
+        **process_identity(proc.pid),
         "argv": argv,
         "log": str(log),
         "started_at": datetime.now(tz=UTC).isoformat(timespec="seconds"),

@@ -35,6 +35,7 @@ import socket
 import stat
 import subprocess
 import sys
+from collections.abc import Iterator
 from multiprocessing import context as mp_context
 from multiprocessing import forkserver, popen_forkserver, reduction, resource_tracker, spawn, util
 from pathlib import Path
@@ -98,6 +99,10 @@ class ResidentUnavailable(FactoryError):
     """No resident server can serve this command (turned off, or its folder cannot be used)."""
 
 
+class ResidentTurnedOff(ResidentUnavailable):
+    """FACTORY_WORKER_IDLE_S=0: no resident server, by choice (nothing to warn about)."""
+
+
 def idle_seconds(environ=None) -> int:
     """FACTORY_WORKER_IDLE_S, checked (0: no resident server)."""
     from factory.env_numbers import env_int
@@ -131,13 +136,13 @@ def usable_dir(path: Path, *, create: bool = True) -> Path:
             path.mkdir(mode=0o700, parents=False)
     except FileExistsError:
         pass
-    except OSError as exc:
-        msg = f"{DIR_ENV} folder {shown} cannot be made: {exc.strerror}"
+    except (OSError, ValueError) as exc:  # ValueError: a NUL in the path
+        msg = f"{DIR_ENV} folder {shown} cannot be made: {_reason(exc)}"
         raise ResidentUnavailable(msg) from None
     try:
         st = path.lstat()
-    except OSError as exc:
-        msg = f"{DIR_ENV} folder {shown}: {exc.strerror}"
+    except (OSError, ValueError) as exc:
+        msg = f"{DIR_ENV} folder {shown}: {_reason(exc)}"
         raise ResidentUnavailable(msg) from None
     if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
         msg = f"{DIR_ENV} folder {shown} is not a folder (a link?)"
@@ -149,6 +154,10 @@ def usable_dir(path: Path, *, create: bool = True) -> Path:
         msg = f"{DIR_ENV} folder {shown} is open to other users (mode {st.st_mode & 0o777:o})"
         raise ResidentUnavailable(msg)
     return path
+
+
+def _reason(exc: Exception) -> str:
+    return getattr(exc, "strerror", None) or str(exc)
 
 
 def server_key(environ=None) -> str:
@@ -215,7 +224,7 @@ class _Server:
     def start(self, idle_s: int, environ=None) -> dict:
         """Start a server on a new socket, in `environ` (default: this process's); its record.
         Called with the lock held."""
-        from factory.services.processes import _proc_stat
+        from factory.services.processes import process_identity
 
         with contextlib.suppress(FileNotFoundError):
             self.socket.unlink()  # a server that is gone left it
@@ -236,10 +245,8 @@ class _Server:
             pid = self._spawn(listener, idle_s, environ)
         finally:
             listener.close()
-        stat_ = _proc_stat(pid)
         record = {
-            "pid": pid,
-            "start_time": stat_[1] if stat_ else None,
+            **process_identity(pid),
             "argv": [sys.executable, str(SERVER_SCRIPT)],
             "socket_inode": inode,
         }
@@ -310,18 +317,40 @@ def _locked(path: Path):
 def ensure_server(environ=None) -> Path:
     """The socket of this interpreter's running server, started now when none runs (it imports
     while the caller goes on: a worker asked for meanwhile waits for that import).
-    ResidentUnavailable when turned off or when its folder cannot be used."""
+    ResidentTurnedOff when turned off, ResidentUnavailable when its folder cannot be used."""
+    return ensure_server_started(environ)[0]
+
+
+def ensure_server_started(environ=None) -> tuple[Path, bool]:
+    """`ensure_server`, and whether this call started the server."""
     idle_s = idle_seconds(environ)
     if idle_s == 0:
         msg = f"{IDLE_ENV}=0"
-        raise ResidentUnavailable(msg)
+        raise ResidentTurnedOff(msg)
     server = _Server(usable_dir(worker_dir(environ)), server_key(environ))
+    started = False
     if server.running() is None:
         with _locked(server.lock):
             if server.running() is None:
                 server.start(idle_s, environ)
+                started = True
     server.touch()
-    return server.socket
+    return server.socket, started
+
+
+def _recorded_servers(environ) -> Iterator[tuple[_Server, dict]]:
+    """Each server recorded in the worker folder, with its record (none when the folder is
+    missing or cannot be trusted)."""
+    folder = worker_dir(environ)
+    try:
+        usable_dir(folder, create=False)
+    except ResidentUnavailable:
+        return
+    for record_file in sorted(folder.glob("*.json")):
+        server = _Server(folder, record_file.stem)
+        record = server.read_record()
+        if record is not None:
+            yield server, record
 
 
 def stop_servers(environ=None, *, keep: frozenset[int] | set[int] = frozenset()) -> list[str]:
@@ -329,16 +358,9 @@ def stop_servers(environ=None, *, keep: frozenset[int] | set[int] = frozenset())
     `keep` (by PID, checked against its start time); what was done, one line each."""
     from factory.services.processes import is_running, stop
 
-    folder = worker_dir(environ)
-    try:
-        usable_dir(folder, create=False)
-    except ResidentUnavailable:
-        return []
     done = []
-    for record_file in sorted(folder.glob("*.json")):
-        server = _Server(folder, record_file.stem)
-        record = server.read_record()
-        if record is None or record["pid"] in keep:
+    for server, record in _recorded_servers(environ):
+        if record["pid"] in keep:
             continue
         if is_running(record):
             how = stop({**record, "argv": record.get("argv") or ["resident worker server"]})
@@ -353,17 +375,11 @@ def stop_servers(environ=None, *, keep: frozenset[int] | set[int] = frozenset())
 
 def running_servers(environ=None) -> list[dict]:
     """The records of the resident servers in the worker folder that run."""
-    folder = worker_dir(environ)
-    try:
-        usable_dir(folder, create=False)
-    except ResidentUnavailable:
-        return []
-    found = []
-    for record_file in sorted(folder.glob("*.json")):
-        record = _Server(folder, record_file.stem).running()
-        if record is not None:
-            found.append({**record, "socket": str(folder / f"{record_file.stem}.sock")})
-    return found
+    return [
+        {**record, "socket": str(server.socket)}
+        for server, _ in _recorded_servers(environ)
+        if (record := server.running()) is not None
+    ]
 
 
 # -- the command's side of a fork request ----------------------------------------------------

@@ -63,12 +63,9 @@ class _IdleWatch:
         signal.setitimer(signal.ITIMER_REAL, every, every)
 
     def _check(self, *_unused) -> None:
-        identity = _socket_identity(self.socket_path)
-        if identity is not None and identity != self.identity:
-            self._leave(unlink=False)  # another server took the address over
-            return
-        if identity is None:
-            self._leave(unlink=False)  # removed (`factory services down`, a cleaned /tmp)
+        if _socket_identity(self.socket_path) != self.identity:
+            # Removed (`factory services down`, a cleaned /tmp) or taken over by another server.
+            self._leave(unlink=False)
             return
         with contextlib.suppress(OSError):
             used = os.stat(self.socket_path).st_mtime

@@ -159,14 +159,13 @@ def _start_resident_worker() -> None:
 def _pool_context() -> tuple[multiprocessing.context.BaseContext, Callable[[], None]]:
     """The resident server's context when one can serve this command, else a fork server of
     this command's own (said once, on stderr, when the resident one cannot be used)."""
-    from factory.workers.resident import ResidentUnavailable, ensure_server, resident_context
+    from factory.workers.resident import ResidentTurnedOff, ensure_server, resident_context
 
     try:
         return resident_context(ensure_server()), _start_resident_worker
-    except ResidentUnavailable as exc:
-        if not str(exc).endswith("=0"):
-            _warn_once(f"warning: the workers start with this command: {exc}")
-    except FactoryError as exc:  # a setting `factory run` checks first; other callers go on
+    except ResidentTurnedOff:
+        pass
+    except FactoryError as exc:  # an unusable folder; a bad setting (`factory run` checks first)
         _warn_once(f"warning: the workers start with this command: {exc}")
     except OSError as exc:  # the folder, the socket, the server's start
         _warn_once(f"warning: the resident worker server cannot start: {exception_line(exc)}")
@@ -216,8 +215,7 @@ class Workers:
             for _ in range(self.count - (first is not None)):
                 self.pool.submit(_started)
         except OSError as exc:  # no worker could be started (the resident server's socket)
-            msg = f"no worker process of `factory run` could be started: {exception_line(exc)}"
-            self._start_error = WorkersLost(msg)
+            self._start_error = _lost(exc)
         except BaseException as exc:  # reported by `prepared`, or by the next task
             self._start_error = exc
 
@@ -256,11 +254,8 @@ class Workers:
         _check_task(task)
         try:
             return self.pool.submit(_task, task, *args)
-        except BrokenProcessPool as exc:
+        except (BrokenProcessPool, OSError) as exc:  # OSError: the resident server's socket
             return _failed(_lost(exc))
-        except OSError as exc:  # no worker could be started (the resident server's socket)
-            msg = f"no worker process of `factory run` could be started: {exception_line(exc)}"
-            return _failed(WorkersLost(msg))
 
     def result(self, future: Future):
         """The task's result; WorkersLost (a FactoryError) when its worker was lost."""
@@ -315,6 +310,9 @@ def _failed(exc: BaseException) -> Future:
 def _lost(exc: BaseException) -> WorkersLost:
     if isinstance(exc, WorkersLost):
         return exc
+    if isinstance(exc, OSError):  # the worker was never started
+        msg = f"no worker process of `factory run` could be started: {exception_line(exc)}"
+        return WorkersLost(msg)
     return WorkersLost(f"a worker process of `factory run` ended unexpectedly ({exc})")
 
 

@@ -304,3 +304,44 @@ def test_a_bad_idle_setting_stops_factory_run_with_one_line(tmp_path):
     assert "Traceback" not in done.stderr
     assert f"Error: {resident.IDLE_ENV}=soon is not" in done.stderr
     assert not (tmp_path / "d").exists()
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        "not json",
+        "[1, 2]",
+        '{"pid": "1"}',
+        '{"pid": 1, "start_time": 0, "argv": ["init"], "socket_inode": 0}',  # someone else's PID
+        '{"pid": 1}',
+    ],
+    ids=["not-json", "not-a-mapping", "pid-not-a-number", "another-process", "no-start-time"],
+)
+def test_a_hostile_record_neither_stops_a_stranger_nor_blocks_a_new_server(folder, record):
+    """A record in the worker folder is trusted for nothing: PID 1 is not stopped, and the next
+    command starts a server of its own in place of the one the record claims."""
+    folder.mkdir(mode=0o700)
+    key = resident.server_key()
+    (folder / f"{key}.json").write_text(record)
+    environ = {resident.DIR_ENV: str(folder)}
+    assert resident.stop_servers(environ) == []
+    assert alive(1)
+    (folder / f"{key}.json").write_text(record)
+    resident.ensure_server()
+    [running] = resident.running_servers(environ)
+    assert running["pid"] != 1
+
+
+@pytest.mark.parametrize(
+    ("raw", "said"),
+    [
+        ("/nonexistent-parent/workers", "cannot be made: No such file or directory"),
+        ("/tmp/\x1b[2Jworkers/\x00x", "cannot be made"),
+        ("/tmp/" + "w" * 120, "too long for a socket"),
+    ],
+    ids=["missing-parent", "control-characters", "too-long"],
+)
+def test_a_worker_folder_that_cannot_be_used_is_named_without_a_traceback(raw, said):
+    with pytest.raises(resident.ResidentUnavailable, match=re.escape(said)) as caught:
+        resident.ensure_server({resident.DIR_ENV: raw})
+    assert "\x1b" not in str(caught.value)
